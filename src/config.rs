@@ -1,0 +1,370 @@
+//! The run configuration, in JSON: reward models by name, tasks (weight,
+//! reward, judges, optimizer, K, batch size, KL), stratification and seed.
+//! Unknown keys and bad values are errors that name the key, e.g.
+//! `config `tasks[1].optimizer.beta`: must be > 0, got -1`.
+//!
+//! ```
+//! use cgpo::config::{OptimizerConfig, RunConfig};
+//! let config = RunConfig::from_json(r#"{
+//!   "reward_models": {"rm": {"name": "lexical", "params": {"per_word": 0.1}}},
+//!   "tasks": [
+//!     {"name": "math", "reward": {"model": "rm"},
+//!      "judges": [{"name": "regex", "params": {"pattern": "final answer is"}}],
+//!      "optimizer": {"name": "crpg", "kl_max": 20.0}},
+//!     {"name": "chat", "weight": 2.0, "reward": {"model": "rm"},
+//!      "optimizer": {"name": "crraft", "kl_max": 5.0}}
+//!   ]
+//! }"#).unwrap();
+//! assert!(matches!(config.tasks[0].optimizer, OptimizerConfig::Crpg { kl_max, .. } if kl_max == 20.0));
+//! let err = RunConfig::from_json(r#"{"reward_models": {}, "tasks": [], "sed": 1}"#).unwrap_err();
+//! assert!(err.to_string().contains("unknown field `sed`"));
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use cgpo_judges::{ErrorPolicy, JudgeSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::reward::{BaselineSource, RewardModelSpec};
+
+/// A whole run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub data: DataConfig,
+    /// Reward models by instance name; tasks refer to them, and several tasks
+    /// may share one.
+    pub reward_models: BTreeMap<String, RewardModelSpec>,
+    pub tasks: Vec<TaskConfig>,
+    #[serde(default)]
+    pub stratify: StratifyConfig,
+}
+
+/// Prompt files (JSONL); relative paths are relative to the config file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<PathBuf>,
+}
+
+/// How unlabeled prompts find their task.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StratifyConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_task: Option<String>,
+    /// Keyword rules, first match wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classifier: Vec<ClassifierRule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierRule {
+    pub task: String,
+    /// A regex (Rust `regex` syntax) matched against the prompt's text.
+    pub pattern: String,
+}
+
+/// One task stratum's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    pub name: String,
+    /// rho_l, the weight of this task's gradient in the merge.
+    #[serde(default = "one")]
+    pub weight: f64,
+    pub reward: RewardConfig,
+    /// ANDed into y(a); empty = no constraints (an ablation).
+    #[serde(default)]
+    pub judges: Vec<JudgeSpec>,
+    /// What a judge error does: `violation` (default) or `drop`.
+    #[serde(default)]
+    pub judge_errors: ErrorPolicy,
+    pub optimizer: OptimizerConfig,
+    /// K, generations per prompt.
+    #[serde(default = "default_k")]
+    pub generations_per_prompt: usize,
+    /// B_l, prompts per step.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub kl: KlConfig,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn default_k() -> usize {
+    4
+}
+fn default_batch() -> usize {
+    8
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardConfig {
+    /// A key of `reward_models`.
+    pub model: String,
+    /// Use sigmoid(r - r(baseline)) (default) or the raw reward (ablation).
+    #[serde(default = "yes")]
+    pub calibrated: bool,
+    #[serde(default)]
+    pub baseline: BaselineSource,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The constrained optimizer of a task (cgpo-spec section 3).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OptimizerConfig {
+    Crpg {
+        /// KL_max: samples with logratio >= kl_max get zero reward weight.
+        #[serde(default = "default_kl_max")]
+        kl_max: f64,
+        #[serde(default)]
+        baseline: PgBaseline,
+        /// Clip the KL weight `1 - logratio / kl_max` above at 1.
+        #[serde(default)]
+        clip_kl_weight: bool,
+    },
+    Codpo {
+        #[serde(default = "default_beta")]
+        beta: f64,
+        /// Weight of the NLL term on the chosen response.
+        #[serde(default = "default_lambda")]
+        lambda: f64,
+    },
+    Crraft {
+        #[serde(default = "default_kl_max")]
+        kl_max: f64,
+    },
+}
+
+/// Not given by the paper; a lenient threshold in nats per sequence.
+fn default_kl_max() -> f64 {
+    10.0
+}
+fn default_beta() -> f64 {
+    0.1
+}
+fn default_lambda() -> f64 {
+    5.0
+}
+
+/// The policy-gradient baseline subtracted from CRPG rewards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PgBaseline {
+    /// Mean over the task's whole minibatch (the paper).
+    #[default]
+    Batch,
+    /// Mean over the K samples of the same prompt.
+    PerPrompt,
+}
+
+/// The optional per-token KL penalty `coef * KL_t` (cgpo-spec section 4).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KlConfig {
+    /// 0 turns the penalty off.
+    #[serde(default)]
+    pub coef: f64,
+    #[serde(default)]
+    pub estimator: KlEstimator,
+    /// With a target, `coef` adapts toward it (Ziegler et al.) over `horizon` samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<f64>,
+    #[serde(default = "default_horizon")]
+    pub horizon: u64,
+}
+
+fn default_horizon() -> u64 {
+    10_000
+}
+
+impl Default for KlConfig {
+    fn default() -> Self {
+        Self {
+            coef: 0.0,
+            estimator: KlEstimator::default(),
+            target: None,
+            horizon: default_horizon(),
+        }
+    }
+}
+
+/// Per-token KL estimators; p = policy, q = reference.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KlEstimator {
+    /// log p - log q
+    K1,
+    /// (log p - log q)^2 / 2
+    K2,
+    /// exp(log q - log p) - (log q - log p) - 1, clamped to [-10, 10]
+    #[default]
+    K3,
+    /// Exact over the vocabulary, from both logits rows.
+    Full,
+}
+
+impl RunConfig {
+    /// Parses and validates a config; errors name the key.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let config: RunConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let key = e.path().to_string();
+            Error::config(key, e.into_inner().to_string())
+        })?;
+        de.end().map_err(|e| Error::config(".", e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a config file; relative data paths become relative to its folder.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut config = Self::from_json(&text).map_err(|e| match e {
+            Error::Config { key, message } => Error::Config {
+                key,
+                message: format!("{message} (in {})", path.display()),
+            },
+            other => other,
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut config.data.train, &mut config.data.eval]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
+        Ok(config)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a config always serializes")
+    }
+
+    pub fn task_names(&self) -> Vec<String> {
+        self.tasks.iter().map(|t| t.name.clone()).collect()
+    }
+
+    /// Checks every value that serde's types do not: ranges, references
+    /// between sections, uniqueness.
+    pub fn validate(&self) -> Result<()> {
+        if self.tasks.is_empty() {
+            return Err(Error::config("tasks", "at least one task is needed"));
+        }
+        let mut names = HashSet::new();
+        for (i, t) in self.tasks.iter().enumerate() {
+            let key = |k: &str| format!("tasks[{i}].{k}");
+            if t.name.trim().is_empty() {
+                return Err(Error::config(key("name"), "must not be empty"));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(Error::config(
+                    key("name"),
+                    format!("duplicate task `{}`", t.name),
+                ));
+            }
+            check(key("weight"), t.weight, ">= 0", |w| w >= 0.0)?;
+            if !self.reward_models.contains_key(&t.reward.model) {
+                return Err(Error::config(
+                    key("reward.model"),
+                    format!(
+                        "unknown reward model `{}` (reward_models: {})",
+                        t.reward.model,
+                        self.reward_models
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            if t.generations_per_prompt == 0 {
+                return Err(Error::config(key("generations_per_prompt"), "must be >= 1"));
+            }
+            if t.batch_size == 0 {
+                return Err(Error::config(key("batch_size"), "must be >= 1"));
+            }
+            match &t.optimizer {
+                OptimizerConfig::Crpg { kl_max, .. } | OptimizerConfig::Crraft { kl_max } => {
+                    check(key("optimizer.kl_max"), *kl_max, "> 0", |v| v > 0.0)?;
+                }
+                OptimizerConfig::Codpo { beta, lambda } => {
+                    check(key("optimizer.beta"), *beta, "> 0", |v| v > 0.0)?;
+                    check(key("optimizer.lambda"), *lambda, ">= 0", |v| v >= 0.0)?;
+                    if t.generations_per_prompt < 2 {
+                        return Err(Error::config(
+                            key("generations_per_prompt"),
+                            "codpo needs at least 2 generations per prompt to form a pair",
+                        ));
+                    }
+                }
+            }
+            check(key("kl.coef"), t.kl.coef, ">= 0", |v| v >= 0.0)?;
+            if let Some(target) = t.kl.target {
+                check(key("kl.target"), target, "> 0", |v| v > 0.0)?;
+                if t.kl.horizon == 0 {
+                    return Err(Error::config(key("kl.horizon"), "must be >= 1"));
+                }
+            }
+        }
+        if self.tasks.iter().all(|t| t.weight == 0.0) {
+            return Err(Error::config(
+                "tasks",
+                "every task has weight 0; at least one must be > 0",
+            ));
+        }
+        let known = |name: &str| self.tasks.iter().any(|t| t.name == name);
+        let listed = || self.task_names().join(", ");
+        if let Some(d) = &self.stratify.default_task {
+            if !known(d) {
+                return Err(Error::config(
+                    "stratify.default_task",
+                    format!("unknown task `{d}` (tasks: {})", listed()),
+                ));
+            }
+        }
+        for (i, rule) in self.stratify.classifier.iter().enumerate() {
+            if !known(&rule.task) {
+                return Err(Error::config(
+                    format!("stratify.classifier[{i}].task"),
+                    format!("unknown task `{}` (tasks: {})", rule.task, listed()),
+                ));
+            }
+            regex::Regex::new(&rule.pattern).map_err(|e| {
+                Error::config(format!("stratify.classifier[{i}].pattern"), e.to_string())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn check(key: String, v: f64, rule: &str, ok: impl Fn(f64) -> bool) -> Result<()> {
+    if v.is_finite() && ok(v) {
+        Ok(())
+    } else {
+        Err(Error::config(
+            key,
+            format!("must be finite and {rule}, got {v}"),
+        ))
+    }
+}

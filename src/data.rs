@@ -1,0 +1,484 @@
+//! Prompt records, samples, and JSONL reading that never drops a record.
+//!
+//! A prompt record is one JSON object per line:
+//! `{"id", "prompt" (text or [{"role", "content"}]), "task"?, "metadata"?, "baseline"?}`.
+//! Every bad line is reported with file, line and field (bad JSON, missing
+//! field, wrong type, unknown field, unknown task, duplicate id), all of them
+//! at once; blank lines are skipped.
+//!
+//! ```
+//! use cgpo::data::parse_prompts;
+//! let text = r#"{"id": "m1", "prompt": "2+2?", "task": "math", "metadata": {"answer": "4"}}
+//! {"id": "m2", "prompt": "3+3?", "task": "poetry"}"#;
+//! let tasks = ["math".to_string()];
+//! let err = parse_prompts(text, "train.jsonl", Some(&tasks)).unwrap_err();
+//! assert_eq!(err.to_string(), "train.jsonl:2: field `task`: unknown task `poetry` (tasks: math)");
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cgpo_judges::{Message, Prompt, SampleJudgement, SampleView};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::{DataError, Error, Result};
+use crate::reward::RewardValues;
+
+/// Where a record came from: `file:line` (1-based).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub file: Arc<Path>,
+    pub line: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// One training or evaluation prompt.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PromptRecord {
+    pub id: String,
+    pub prompt: Prompt,
+    /// The task label; set by the stratifier when the data has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Judge inputs: gold answer, unit tests, instruction kwargs, ...
+    pub metadata: Value,
+    /// A reference response used as the calibration baseline a_bar.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+    #[serde(skip)]
+    pub origin: Option<Origin>,
+}
+
+impl PromptRecord {
+    pub fn new(id: impl Into<String>, prompt: impl Into<Prompt>) -> Self {
+        Self {
+            id: id.into(),
+            prompt: prompt.into(),
+            task: None,
+            metadata: Value::Object(Map::new()),
+            baseline: None,
+            origin: None,
+        }
+    }
+
+    pub fn with_task(mut self, task: impl Into<String>) -> Self {
+        self.task = Some(task.into());
+        self
+    }
+
+    pub fn with_metadata(mut self, metadata: Value) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    pub fn with_baseline(mut self, baseline: impl Into<String>) -> Self {
+        self.baseline = Some(baseline.into());
+        self
+    }
+
+    /// The record's place for messages: `file:line` or `id`.
+    pub fn locate(&self) -> String {
+        match &self.origin {
+            Some(o) => format!("{o} (id `{}`)", self.id),
+            None => format!("id `{}`", self.id),
+        }
+    }
+
+    /// A view of this prompt with some response, for judges and reward models.
+    pub fn view<'a>(&'a self, response: &'a str) -> SampleView<'a> {
+        SampleView::new(&self.id, &self.prompt, response, &self.metadata)
+    }
+}
+
+/// A prompt and one response, with what the pipeline learns about it.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub record: Arc<PromptRecord>,
+    pub response: String,
+    /// Response token ids (empty until rollouts produce them).
+    pub token_ids: Vec<u32>,
+    /// Behaviour (rollout-time) log-prob of each response token.
+    pub behaviour_logprobs: Vec<f32>,
+    /// Raw and calibrated reward, once scored.
+    pub reward: Option<RewardValues>,
+    /// The mixture's verdicts, once judged.
+    pub judgement: Option<SampleJudgement>,
+}
+
+impl Sample {
+    pub fn new(record: Arc<PromptRecord>, response: impl Into<String>) -> Self {
+        Self {
+            record,
+            response: response.into(),
+            token_ids: Vec::new(),
+            behaviour_logprobs: Vec::new(),
+            reward: None,
+            judgement: None,
+        }
+    }
+
+    pub fn view(&self) -> SampleView<'_> {
+        self.record.view(&self.response)
+    }
+}
+
+/// Reads prompt records from a JSONL file. With `known_tasks`, a label
+/// outside that list is an error.
+pub fn read_prompts(
+    path: impl AsRef<Path>,
+    known_tasks: Option<&[String]>,
+) -> Result<Vec<PromptRecord>> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse_prompts(&text, path, known_tasks)
+}
+
+/// Parses JSONL text; `file` names it in errors.
+pub fn parse_prompts(
+    text: &str,
+    file: impl AsRef<Path>,
+    known_tasks: Option<&[String]>,
+) -> Result<Vec<PromptRecord>> {
+    let mut first_seen: HashMap<String, usize> = HashMap::new();
+    collect_lines(text, file.as_ref(), |origin, value| {
+        let record = parse_record(value, origin, known_tasks)?;
+        if let Some(line) = first_seen.insert(record.id.clone(), origin.line) {
+            return Err(vec![DataError::new(
+                origin,
+                Some("id"),
+                format!("duplicate id `{}` (first at line {line})", record.id),
+            )]);
+        }
+        Ok(record)
+    })
+}
+
+/// Reads `{"id", "response"}` lines and pairs each with its prompt record.
+pub fn read_responses(
+    path: impl AsRef<Path>,
+    records: &[Arc<PromptRecord>],
+) -> Result<Vec<Sample>> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse_responses(&text, path, records)
+}
+
+/// Parses `{"id", "response"}` JSONL text against known prompt records.
+pub fn parse_responses(
+    text: &str,
+    file: impl AsRef<Path>,
+    records: &[Arc<PromptRecord>],
+) -> Result<Vec<Sample>> {
+    let by_id: HashMap<&str, &Arc<PromptRecord>> =
+        records.iter().map(|r| (r.id.as_str(), r)).collect();
+    collect_lines(text, file.as_ref(), |origin, value| {
+        let mut fields = Fields::new(value, origin)?;
+        let id = fields.id();
+        let response = fields.required_string("response", true);
+        fields.finish()?;
+        let (id, response) = (
+            id.expect("checked by finish"),
+            response.expect("checked by finish"),
+        );
+        let record = by_id.get(id.as_str()).ok_or_else(|| {
+            vec![DataError::new(
+                origin,
+                Some("id"),
+                format!("no prompt has id `{id}`"),
+            )]
+        })?;
+        Ok(Sample::new(Arc::clone(record), response))
+    })
+}
+
+/// Writes JSON lines to `path` atomically: a temp file, then a rename, so a
+/// crash never leaves a half-written file behind.
+pub fn write_jsonl_atomic<T: Serialize>(
+    path: impl AsRef<Path>,
+    items: impl IntoIterator<Item = T>,
+) -> Result<()> {
+    let path = path.as_ref();
+    let mut out = Vec::new();
+    for item in items {
+        serde_json::to_writer(&mut out, &item).map_err(|e| Error::io(path, e.into()))?;
+        out.push(b'\n');
+    }
+    let tmp: PathBuf = {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".tmp");
+        path.with_file_name(name)
+    };
+    std::fs::write(&tmp, &out).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Runs `parse` on every non-blank line; returns all values or all errors.
+fn collect_lines<T>(
+    text: &str,
+    file: &Path,
+    mut parse: impl FnMut(&Origin, Value) -> std::result::Result<T, Vec<DataError>>,
+) -> Result<Vec<T>> {
+    let file: Arc<Path> = Arc::from(file);
+    let mut items = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = if i == 0 {
+            line.trim_start_matches('\u{feff}')
+        } else {
+            line
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let origin = Origin {
+            file: Arc::clone(&file),
+            line: i + 1,
+        };
+        let parsed = serde_json::from_str::<Value>(line)
+            .map_err(|e| {
+                vec![DataError::new(
+                    &origin,
+                    None,
+                    format!("invalid JSON at column {}: {e}", e.column()),
+                )]
+            })
+            .and_then(|v| parse(&origin, v));
+        match parsed {
+            Ok(item) => items.push(item),
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(items)
+    } else {
+        Err(Error::Data(errors))
+    }
+}
+
+fn parse_record(
+    value: Value,
+    origin: &Origin,
+    known_tasks: Option<&[String]>,
+) -> std::result::Result<PromptRecord, Vec<DataError>> {
+    let mut f = Fields::new(value, origin)?;
+    let id = f.id();
+    let prompt = f.prompt();
+    let task = f.optional_string("task");
+    if let (Some(Some(task)), Some(known)) = (&task, known_tasks) {
+        if !known.iter().any(|k| k == task) {
+            f.error(
+                "task",
+                format!("unknown task `{task}` (tasks: {})", known.join(", ")),
+            );
+        }
+    }
+    let metadata = f.metadata();
+    let baseline = f.optional_string("baseline");
+    f.finish()?;
+    Ok(PromptRecord {
+        id: id.expect("checked by finish"),
+        prompt: prompt.expect("checked by finish"),
+        task: task.flatten(),
+        metadata: metadata.unwrap_or_else(|| Value::Object(Map::new())),
+        baseline: baseline.flatten(),
+        origin: Some(origin.clone()),
+    })
+}
+
+/// Takes fields out of one JSON object, collecting an error per bad field;
+/// `finish` reports them together with any field left over (unknown).
+struct Fields<'o> {
+    map: Map<String, Value>,
+    origin: &'o Origin,
+    errors: Vec<DataError>,
+}
+
+impl<'o> Fields<'o> {
+    fn new(value: Value, origin: &'o Origin) -> std::result::Result<Self, Vec<DataError>> {
+        match value {
+            Value::Object(map) => Ok(Self {
+                map,
+                origin,
+                errors: Vec::new(),
+            }),
+            other => Err(vec![DataError::new(
+                origin,
+                None,
+                format!("expected a JSON object, found {}", kind(&other)),
+            )]),
+        }
+    }
+
+    fn error(&mut self, field: &str, message: impl Into<String>) {
+        self.errors
+            .push(DataError::new(self.origin, Some(field), message));
+    }
+
+    fn required(&mut self, field: &str) -> Option<Value> {
+        let v = self.map.remove(field);
+        if v.is_none() {
+            self.error(field, "missing");
+        }
+        v
+    }
+
+    fn required_string(&mut self, field: &str, allow_empty: bool) -> Option<String> {
+        match self.required(field)? {
+            Value::String(s) if allow_empty || !s.trim().is_empty() => Some(s),
+            Value::String(_) => {
+                self.error(field, "must not be empty");
+                None
+            }
+            other => {
+                self.error(field, format!("expected a string, found {}", kind(&other)));
+                None
+            }
+        }
+    }
+
+    /// `None`: bad; `Some(None)`: absent or null.
+    fn optional_string(&mut self, field: &str) -> Option<Option<String>> {
+        match self.map.remove(field) {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::String(s)) => Some(Some(s)),
+            Some(other) => {
+                self.error(field, format!("expected a string, found {}", kind(&other)));
+                None
+            }
+        }
+    }
+
+    /// Ids are strings; integer ids are accepted and kept as their decimal text.
+    fn id(&mut self) -> Option<String> {
+        match self.required("id")? {
+            Value::String(s) if !s.trim().is_empty() => Some(s),
+            Value::String(_) => {
+                self.error("id", "must not be empty");
+                None
+            }
+            Value::Number(n) if n.is_u64() || n.is_i64() => Some(n.to_string()),
+            other => {
+                self.error(
+                    "id",
+                    format!("expected a string or integer, found {}", kind(&other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn prompt(&mut self) -> Option<Prompt> {
+        match self.required("prompt")? {
+            Value::String(s) if !s.trim().is_empty() => Some(Prompt::Text(s)),
+            Value::String(_) => {
+                self.error("prompt", "must not be empty");
+                None
+            }
+            Value::Array(items) if !items.is_empty() => {
+                let n = items.len();
+                let mut messages = Vec::with_capacity(n);
+                for (i, item) in items.into_iter().enumerate() {
+                    if let Some(m) = self.message(i, item) {
+                        messages.push(m);
+                    }
+                }
+                (messages.len() == n).then_some(Prompt::Messages(messages))
+            }
+            Value::Array(_) => {
+                self.error("prompt", "must have at least one message");
+                None
+            }
+            other => {
+                self.error(
+                    "prompt",
+                    format!(
+                        "expected a string or a list of messages, found {}",
+                        kind(&other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn message(&mut self, i: usize, item: Value) -> Option<Message> {
+        let at = |k: &str| format!("prompt[{i}].{k}");
+        let Value::Object(mut m) = item else {
+            self.error(
+                &format!("prompt[{i}]"),
+                format!("expected a message object, found {}", kind(&item)),
+            );
+            return None;
+        };
+        let origin = self.origin;
+        let text = |m: &mut Map<String, Value>, key: &str, errors: &mut Vec<DataError>| match m
+            .remove(key)
+        {
+            Some(Value::String(s)) => Some(s),
+            Some(other) => {
+                errors.push(DataError::new(
+                    origin,
+                    Some(&at(key)),
+                    format!("expected a string, found {}", kind(&other)),
+                ));
+                None
+            }
+            None => {
+                errors.push(DataError::new(origin, Some(&at(key)), "missing"));
+                None
+            }
+        };
+        let role = text(&mut m, "role", &mut self.errors);
+        let content = text(&mut m, "content", &mut self.errors);
+        for key in m.keys() {
+            self.errors
+                .push(DataError::new(self.origin, Some(&at(key)), "unknown field"));
+        }
+        Some(Message::new(role?, content?))
+    }
+
+    fn metadata(&mut self) -> Option<Value> {
+        match self.map.remove("metadata") {
+            None | Some(Value::Null) => None,
+            Some(v @ Value::Object(_)) => Some(v),
+            Some(other) => {
+                self.error(
+                    "metadata",
+                    format!("expected an object, found {}", kind(&other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn finish(mut self) -> std::result::Result<(), Vec<DataError>> {
+        let unknown: Vec<String> = self.map.keys().cloned().collect();
+        for key in unknown {
+            self.error(&key, "unknown field");
+        }
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(self.errors)
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}

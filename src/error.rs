@@ -1,0 +1,111 @@
+//! One crate-wide error type. Data errors carry the file, line and field of
+//! the bad record; config errors carry the key path (`tasks[1].optimizer.beta`).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use cgpo_judges::JudgeError;
+use thiserror::Error;
+
+use crate::data::Origin;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    /// One or more bad records (all of them, never only the first).
+    #[error("{}", DataErrors(.0))]
+    Data(Vec<DataError>),
+    #[error("config `{key}`: {message}")]
+    Config { key: String, message: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("reward model `{model}`: {message}")]
+    Reward { model: String, message: String },
+    #[error("baseline generator: {0}")]
+    Baseline(String),
+    #[error(transparent)]
+    Judge(#[from] JudgeError),
+}
+
+impl Error {
+    pub(crate) fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The record errors, when this is a data error.
+    pub fn data_errors(&self) -> &[DataError] {
+        match self {
+            Error::Data(errors) => errors,
+            _ => &[],
+        }
+    }
+}
+
+/// One bad record: where it is, which field, what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataError {
+    /// `file:line`; `None` for records built in memory.
+    pub origin: Option<Origin>,
+    /// The offending field; `None` when the line is not a JSON object at all.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl DataError {
+    pub fn new(origin: &Origin, field: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            origin: Some(origin.clone()),
+            field: field.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(origin) = &self.origin {
+            write!(f, "{origin}: ")?;
+        }
+        match &self.field {
+            Some(field) => write!(f, "field `{field}`: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// How many bad records are listed before "... and N more".
+const SHOWN: usize = 20;
+
+struct DataErrors<'a>(&'a [DataError]);
+
+impl fmt::Display for DataErrors<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            [one] => write!(f, "{one}"),
+            many => {
+                write!(f, "{} bad records:", many.len())?;
+                for e in many.iter().take(SHOWN) {
+                    write!(f, "\n  {e}")?;
+                }
+                if many.len() > SHOWN {
+                    write!(f, "\n  ... and {} more", many.len() - SHOWN)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! # cgpo
+//!
+//! Constrained Generative Policy Optimization with a Mixture of Judges
+//! (Xu et al. 2024, "The Perfect Blend: Redefining RLHF with Mixture of
+//! Judges") for multi-task RLHF in Rust.
+//!
+//! Prompts are sorted into task strata ([`strata`]); each task has its own
+//! judges ([`judges`]), reward model with calibrated rewards ([`reward`]),
+//! constrained optimizer and KL settings ([`config`], [`task`]).
+//!
+//! Defining a judge takes one trait impl; a mixture ANDs a task's judges:
+//!
+//! ```
+//! use cgpo::judges::{Judge, MixtureOfJudges, SampleView, Verdict};
+//! use cgpo::data::PromptRecord;
+//!
+//! /// Math answers must end with "The final answer is <metadata.answer>."
+//! struct FinalAnswer;
+//! impl Judge for FinalAnswer {
+//!     fn name(&self) -> &str { "final_answer" }
+//!     fn judge(&self, batch: &[SampleView]) -> Vec<Verdict> {
+//!         batch.iter().map(|s| match s.metadata["answer"].as_str() {
+//!             None => Verdict::error("metadata.answer is missing"),
+//!             Some(gold) => Verdict::check(s.response.trim_end().ends_with(&format!("The final answer is {gold}.")),
+//!                                          || format!("expected final answer {gold}")),
+//!         }).collect()
+//!     }
+//! }
+//!
+//! let mixture = MixtureOfJudges::new(vec![Box::new(FinalAnswer)]).unwrap();
+//! let record = PromptRecord::new("m1", "What is 6 * 7?").with_metadata(serde_json::json!({"answer": "42"}));
+//! let report = mixture.judge(&[record.view("6 * 7 = 42. The final answer is 42."), record.view("It is 41.")]);
+//! assert!(report.samples[0].is_positive() && !report.samples[1].is_positive());
+//! ```
+
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod reward;
+pub mod strata;
+pub mod task;
+
+/// The judges crate, `cgpo-judges`, re-exported.
+pub use cgpo_judges as judges;
+pub use error::{DataError, Error, Result};
