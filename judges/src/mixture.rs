@@ -278,3 +278,145 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
         "non-string panic payload"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FnJudge, Prompt};
+    use serde_json::Value;
+
+    /// A judge whose verdict is spelled out in the response: for judge `i`,
+    /// character `i` is P (pass), F (fail), E (error) or ! (panic).
+    fn scripted(i: usize) -> Box<dyn Judge> {
+        Box::new(FnJudge::new(
+            format!("j{i}"),
+            move |s: &SampleView| match s.response.as_bytes()[i] {
+                b'P' => Verdict::Pass,
+                b'F' => Verdict::fail("scripted"),
+                b'E' => Verdict::error("scripted"),
+                _ => panic!("scripted panic on {}", s.response),
+            },
+        ))
+    }
+
+    fn run(n_judges: usize, policy: ErrorPolicy, responses: &[&str]) -> MixtureReport {
+        let mixture = MixtureOfJudges::new((0..n_judges).map(scripted).collect())
+            .unwrap()
+            .with_error_policy(policy);
+        let (p, m) = (Prompt::from("q"), Value::Null);
+        let views: Vec<_> = responses
+            .iter()
+            .map(|r| SampleView::new("id", &p, r, &m))
+            .collect();
+        mixture.judge(&views)
+    }
+
+    #[test]
+    fn and_over_pass_fail_error_mixes() {
+        use Outcome::*;
+        let cases = [
+            ("PP", Satisfied, Satisfied),
+            ("PF", Violated, Violated),
+            ("FF", Violated, Violated),
+            ("PE", Violated, Dropped),
+            ("EE", Violated, Dropped),
+            ("FE", Violated, Violated),
+            ("EF", Violated, Violated),
+        ];
+        let responses: Vec<&str> = cases.iter().map(|c| c.0).collect();
+        let as_violation = run(2, ErrorPolicy::Violation, &responses);
+        let as_drop = run(2, ErrorPolicy::Drop, &responses);
+        for (i, (case, violation, drop)) in cases.iter().enumerate() {
+            assert_eq!(
+                as_violation.samples[i].outcome, *violation,
+                "{case} as violation"
+            );
+            assert_eq!(as_drop.samples[i].outcome, *drop, "{case} as drop");
+        }
+        assert_eq!(as_violation.count(Satisfied), 1);
+        assert_eq!(as_violation.errored(), 4);
+        assert_eq!(as_drop.count(Dropped), 2);
+        let j0 = &as_violation.stats[0];
+        assert_eq!((j0.pass, j0.fail, j0.error), (3, 2, 2));
+    }
+
+    #[test]
+    fn empty_mixture_accepts_everything() {
+        let report = run(0, ErrorPolicy::Violation, &["", "x"]);
+        assert!(report.samples.iter().all(SampleJudgement::is_positive));
+        assert!(report.stats.is_empty());
+    }
+
+    #[test]
+    fn a_panicking_judge_errors_only_its_samples() {
+        let report = run(2, ErrorPolicy::Violation, &["PP", "!P", "FP", "!F", "PP"]);
+        let v0: Vec<_> = report
+            .samples
+            .iter()
+            .map(|s| s.verdicts[0].clone())
+            .collect();
+        assert!(v0[0].is_pass() && v0[2].is_fail() && v0[4].is_pass());
+        for i in [1, 3] {
+            match &v0[i] {
+                Verdict::Error(m) => assert!(m.contains("j0") && m.contains("panicked"), "{m}"),
+                other => panic!("sample {i}: expected an error, got {other}"),
+            }
+        }
+        // The other judge is untouched.
+        let v1: Vec<_> = report
+            .samples
+            .iter()
+            .map(|s| s.verdicts[1].is_pass())
+            .collect();
+        assert_eq!(v1, [true, true, true, false, true]);
+        assert_eq!(report.stats[0].error, 2);
+        // One batch call panicked, then the two single-sample re-runs did.
+        assert_eq!(report.stats[0].panics, 3);
+        assert_eq!(report.stats[1].panics, 0);
+        assert_eq!(report.count(Outcome::Satisfied), 2);
+    }
+
+    #[test]
+    fn a_wrong_number_of_verdicts_is_an_error_for_every_sample() {
+        struct Short;
+        impl Judge for Short {
+            fn name(&self) -> &str {
+                "short"
+            }
+            fn judge(&self, _: &[SampleView<'_>]) -> Vec<Verdict> {
+                vec![Verdict::Pass]
+            }
+        }
+        let mixture = MixtureOfJudges::new(vec![Box::new(Short)]).unwrap();
+        let (p, m) = (Prompt::from("q"), Value::Null);
+        let report = mixture.judge(&[
+            SampleView::new("a", &p, "x", &m),
+            SampleView::new("b", &p, "y", &m),
+        ]);
+        assert_eq!(report.stats[0].error, 2);
+        assert!(
+            matches!(&report.samples[0].verdicts[0], Verdict::Error(m) if m.contains("1 verdicts for 2 samples"))
+        );
+    }
+
+    #[test]
+    fn duplicate_judge_names_are_rejected() {
+        let err = MixtureOfJudges::new(vec![scripted(0), scripted(0)])
+            .err()
+            .unwrap();
+        assert_eq!(err, JudgeError::DuplicateName("j0".into()));
+    }
+
+    #[test]
+    fn stats_merge_and_rate() {
+        let a = run(1, ErrorPolicy::Violation, &["P", "F"]).stats.remove(0);
+        let mut total = a.clone();
+        total.merge(&run(1, ErrorPolicy::Violation, &["P", "P", "E"]).stats[0]);
+        assert_eq!(
+            (total.pass, total.fail, total.error, total.total()),
+            (3, 1, 1, 5)
+        );
+        assert_eq!(total.pass_rate(), Some(0.6));
+        assert_eq!(JudgeStats::default().pass_rate(), None);
+    }
+}

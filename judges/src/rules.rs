@@ -145,3 +145,66 @@ impl Judge for LengthJudge {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Prompt;
+
+    fn verdicts(judge: &dyn Judge, responses: &[&str]) -> Vec<Verdict> {
+        let (p, m) = (Prompt::from("q"), Value::Null);
+        let views: Vec<_> = responses
+            .iter()
+            .map(|r| SampleView::new("id", &p, r, &m))
+            .collect();
+        judge.judge(&views)
+    }
+
+    #[test]
+    fn regex_must_and_must_not_match() {
+        let must = RegexJudge::new("must", r"answer is \d+", true).unwrap();
+        let must_not = RegexJudge::new("must_not", r"(?i)sorry", false).unwrap();
+        let rs = ["The answer is 4", "Sorry, no"];
+        assert_eq!(verdicts(&must, &rs)[0], Verdict::Pass);
+        assert!(verdicts(&must, &rs)[1].is_fail());
+        assert_eq!(verdicts(&must_not, &rs)[0], Verdict::Pass);
+        assert_eq!(
+            verdicts(&must_not, &rs)[1],
+            Verdict::fail("matches /(?i)sorry/ at `Sorry`")
+        );
+    }
+
+    #[test]
+    fn length_bounds_are_inclusive() {
+        let j = LengthJudge::new("len", Some(2), Some(3));
+        let v = verdicts(&j, &["one", "one two", "one two three", "a b c d"]);
+        assert_eq!(
+            v.iter().map(Verdict::is_pass).collect::<Vec<_>>(),
+            [false, true, true, false]
+        );
+    }
+
+    #[test]
+    fn bad_params_name_the_problem() {
+        let e = |r: Result<LengthJudge, JudgeError>| r.err().unwrap().to_string();
+        assert!(
+            e(LengthJudge::from_params("len", &serde_json::json!({}))).contains("set min_words")
+        );
+        assert!(e(LengthJudge::from_params(
+            "len",
+            &serde_json::json!({"min_words": 5, "max_words": 2})
+        ))
+        .contains("greater"));
+        assert!(e(LengthJudge::from_params(
+            "len",
+            &serde_json::json!({"max_words": "ten"})
+        ))
+        .contains("invalid type"));
+        let r = RegexJudge::from_params("re", &serde_json::json!({"pattern": "("}));
+        assert!(r
+            .err()
+            .unwrap()
+            .to_string()
+            .starts_with("judge `re`: pattern:"));
+    }
+}
