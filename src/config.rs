@@ -368,3 +368,280 @@ fn check(key: String, v: f64, rule: &str, ok: impl Fn(f64) -> bool) -> Result<()
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> serde_json::Value {
+        json!({
+            "reward_models": {"rm": {"name": "lexical"}},
+            "tasks": [{"name": "chat", "reward": {"model": "rm"}, "optimizer": {"name": "crpg"}}]
+        })
+    }
+
+    /// The error for `base()` changed by `edit`, as `(key, message)`.
+    fn error_of(edit: impl FnOnce(&mut serde_json::Value)) -> (String, String) {
+        let mut v = base();
+        edit(&mut v);
+        match RunConfig::from_json(&v.to_string()) {
+            Err(Error::Config { key, message }) => (key, message),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_fill_a_minimal_config() {
+        let c = RunConfig::from_json(&base().to_string()).unwrap();
+        let t = &c.tasks[0];
+        assert_eq!(
+            (t.weight, t.generations_per_prompt, t.batch_size),
+            (1.0, 4, 8)
+        );
+        assert!(t.reward.calibrated && t.judges.is_empty());
+        assert_eq!(t.reward.baseline, BaselineSource::DatasetThenPolicySample);
+        assert_eq!(t.judge_errors, ErrorPolicy::Violation);
+        assert_eq!(
+            t.optimizer,
+            OptimizerConfig::Crpg {
+                kl_max: 10.0,
+                baseline: PgBaseline::Batch,
+                clip_kl_weight: false
+            }
+        );
+        assert_eq!(t.kl, KlConfig::default());
+        let codpo = RunConfig::from_json(
+            &json!({"reward_models": {"rm": {"name": "lexical"}},
+                    "tasks": [{"name": "c", "reward": {"model": "rm"}, "optimizer": {"name": "codpo"}}]})
+            .to_string(),
+        )
+        .unwrap();
+        assert_eq!(
+            codpo.tasks[0].optimizer,
+            OptimizerConfig::Codpo {
+                beta: 0.1,
+                lambda: 5.0
+            }
+        );
+    }
+
+    #[test]
+    fn a_full_config_round_trips_through_json() {
+        let text = json!({
+            "seed": 7,
+            "data": {"train": "train.jsonl", "eval": "eval.jsonl"},
+            "reward_models": {
+                "rm_a": {"name": "lexical", "params": {"per_word": 0.1}},
+                "rm_b": {"name": "lexical", "params": {"phrases": {"sure": 1.0}}}
+            },
+            "tasks": [
+                {"name": "math", "weight": 0.5, "reward": {"model": "rm_a", "calibrated": false, "baseline": "dataset"},
+                 "judges": [{"name": "regex", "label": "fmt", "params": {"pattern": "final answer"}}],
+                 "judge_errors": "drop",
+                 "optimizer": {"name": "crpg", "kl_max": 30.0, "baseline": "per_prompt", "clip_kl_weight": true},
+                 "generations_per_prompt": 8, "batch_size": 16,
+                 "kl": {"coef": 0.05, "estimator": "full", "target": 6.0, "horizon": 500}},
+                {"name": "chat", "weight": 2.0, "reward": {"model": "rm_b", "baseline": "policy_sample"},
+                 "optimizer": {"name": "codpo", "beta": 0.2, "lambda": 1.0}, "kl": {"estimator": "k1"}},
+                {"name": "safety", "reward": {"model": "rm_b"}, "optimizer": {"name": "crraft", "kl_max": 2.5},
+                 "generations_per_prompt": 1}
+            ],
+            "stratify": {"default_task": "chat", "classifier": [{"task": "math", "pattern": "\\d"}]}
+        })
+        .to_string();
+        let c = RunConfig::from_json(&text).unwrap();
+        assert_eq!(c.tasks[0].kl.estimator, KlEstimator::Full);
+        assert_eq!(c.tasks[1].reward.baseline, BaselineSource::PolicySample);
+        let again = RunConfig::from_json(&c.to_json()).unwrap();
+        assert_eq!(again, c);
+        // Serializing twice gives the same text: nothing is lost or reordered.
+        assert_eq!(again.to_json(), c.to_json());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, &str, &str)> = vec![
+            (
+                Box::new(|v| v["sede"] = json!(1)),
+                "sede",
+                "unknown field `sede`",
+            ),
+            (
+                Box::new(|v| v["tasks"][0]["wieght"] = json!(1)),
+                "tasks[0].wieght",
+                "unknown field `wieght`",
+            ),
+            (
+                Box::new(|v| v["tasks"][0]["reward"]["calibrate"] = json!(true)),
+                "tasks[0].reward.calibrate",
+                "unknown field `calibrate`",
+            ),
+            (
+                Box::new(|v| v["tasks"][0]["kl"] = json!({"coeff": 1.0})),
+                "tasks[0].kl.coeff",
+                "unknown field `coeff`",
+            ),
+            (
+                Box::new(|v| v["tasks"][0]["optimizer"]["klmax"] = json!(1.0)),
+                "tasks[0].optimizer",
+                "unknown field `klmax`",
+            ),
+            (
+                Box::new(|v| v["tasks"][0]["optimizer"]["name"] = json!("ppo")),
+                "tasks[0].optimizer.name",
+                "unknown variant `ppo`",
+            ),
+            (
+                Box::new(|v| v["tasks"][0]["judges"] = json!([{"name": "regex", "param": {}}])),
+                "tasks[0].judges[0].param",
+                "unknown field `param`",
+            ),
+            (
+                Box::new(|v| v["reward_models"]["rm"]["kind"] = json!("x")),
+                "reward_models.rm.kind",
+                "unknown field `kind`",
+            ),
+            (
+                Box::new(|v| v["stratify"] = json!({"default": "chat"})),
+                "stratify.default",
+                "unknown field `default`",
+            ),
+        ];
+        for (edit, key, message) in cases {
+            let (k, m) = error_of(edit);
+            assert_eq!(k, key, "{m}");
+            assert!(m.contains(message), "{key}: {m}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_errors_naming_the_key() {
+        let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, &str, &str)> = vec![
+            (
+                Box::new(|v| v["tasks"][0]["weight"] = json!("heavy")),
+                "tasks[0].weight",
+                "invalid type",
+            ),
+            (
+                Box::new(|v| v["tasks"][0]["weight"] = json!(-1.0)),
+                "tasks[0].weight",
+                "must be finite and >= 0, got -1",
+            ),
+            (
+                Box::new(|v| v["tasks"][0]["weight"] = json!(0.0)),
+                "tasks",
+                "weight 0",
+            ),
+            (
+                Box::new(|v| v["tasks"][0]["batch_size"] = json!(0)),
+                "tasks[0].batch_size",
+                "must be >= 1",
+            ),
+            (
+                Box::new(|v| v["tasks"][0]["generations_per_prompt"] = json!(-2)),
+                "tasks[0].generations_per_prompt",
+                "invalid value",
+            ),
+            (
+                Box::new(|v| v["tasks"][0]["reward"]["model"] = json!("rm2")),
+                "tasks[0].reward.model",
+                "unknown reward model `rm2`",
+            ),
+            (
+                Box::new(|v| v["tasks"][0]["optimizer"]["kl_max"] = json!(0.0)),
+                "tasks[0].optimizer.kl_max",
+                "> 0",
+            ),
+            (
+                Box::new(|v| v["tasks"][0]["optimizer"] = json!({"name": "codpo", "beta": -1.0})),
+                "tasks[0].optimizer.beta",
+                "got -1",
+            ),
+            (
+                Box::new(|v| {
+                    v["tasks"][0]["optimizer"] = json!({"name": "codpo"});
+                    v["tasks"][0]["generations_per_prompt"] = json!(1);
+                }),
+                "tasks[0].generations_per_prompt",
+                "at least 2",
+            ),
+            (
+                Box::new(|v| v["tasks"][0]["kl"] = json!({"coef": -0.1})),
+                "tasks[0].kl.coef",
+                ">= 0",
+            ),
+            (
+                Box::new(|v| v["tasks"][0]["kl"] = json!({"estimator": "k4"})),
+                "tasks[0].kl.estimator",
+                "unknown variant `k4`",
+            ),
+            (
+                Box::new(|v| v["tasks"][0]["judge_errors"] = json!("ignore")),
+                "tasks[0].judge_errors",
+                "unknown variant `ignore`",
+            ),
+            (
+                Box::new(|v| v["tasks"] = json!([])),
+                "tasks",
+                "at least one task",
+            ),
+            (
+                Box::new(|v| {
+                    let t = v["tasks"][0].clone();
+                    v["tasks"] = json!([t.clone(), t]);
+                }),
+                "tasks[1].name",
+                "duplicate task `chat`",
+            ),
+            (
+                Box::new(|v| v["stratify"] = json!({"default_task": "math"})),
+                "stratify.default_task",
+                "unknown task `math`",
+            ),
+            (
+                Box::new(|v| {
+                    v["stratify"] = json!({"classifier": [{"task": "chat", "pattern": "("}]})
+                }),
+                "stratify.classifier[0].pattern",
+                "regex parse error",
+            ),
+            (
+                Box::new(|v| {
+                    v["tasks"][0].as_object_mut().unwrap().remove("optimizer");
+                }),
+                "tasks[0]",
+                "missing field `optimizer`",
+            ),
+        ];
+        for (edit, key, message) in cases {
+            let (k, m) = error_of(edit);
+            assert_eq!(k, key, "{m}");
+            assert!(m.contains(message), "{key}: {m}");
+        }
+    }
+
+    #[test]
+    fn trailing_text_is_an_error() {
+        let err = RunConfig::from_json(&format!("{} x", base())).unwrap_err();
+        assert!(err.to_string().contains("trailing characters"), "{err}");
+    }
+
+    #[test]
+    fn files_resolve_data_paths_next_to_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = base();
+        v["data"] = json!({"train": "train.jsonl", "eval": "/abs/eval.jsonl"});
+        let path = dir.path().join("run.json");
+        std::fs::write(&path, v.to_string()).unwrap();
+        let c = RunConfig::from_file(&path).unwrap();
+        assert_eq!(c.data.train.unwrap(), dir.path().join("train.jsonl"));
+        assert_eq!(c.data.eval.unwrap(), PathBuf::from("/abs/eval.jsonl"));
+        std::fs::write(&path, "{\"tasks\": 1}").unwrap();
+        let msg = RunConfig::from_file(&path).unwrap_err().to_string();
+        assert!(
+            msg.contains("run.json") && msg.starts_with("config `tasks`"),
+            "{msg}"
+        );
+    }
+}

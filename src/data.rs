@@ -482,3 +482,260 @@ fn kind(v: &Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tasks() -> Vec<String> {
+        vec!["math".into(), "chat".into()]
+    }
+
+    /// Parses `text` and returns its errors as `(line, field, message)`.
+    fn errors(text: &str) -> Vec<(usize, Option<String>, String)> {
+        let err = parse_prompts(text, "p.jsonl", Some(&tasks())).unwrap_err();
+        err.data_errors()
+            .iter()
+            .map(|e| {
+                (
+                    e.origin.as_ref().unwrap().line,
+                    e.field.clone(),
+                    e.message.clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn one_error(text: &str) -> (usize, Option<String>, String) {
+        let mut es = errors(text);
+        assert_eq!(es.len(), 1, "{es:?}");
+        es.remove(0)
+    }
+
+    #[test]
+    fn good_records_parse_in_both_prompt_forms() {
+        let text = "\n{\"id\": \"a\", \"prompt\": \"hi\", \"task\": \"chat\"}\n\n{\"id\": 7, \"prompt\": [{\"role\": \"system\", \"content\": \"be brief\"}, {\"role\": \"user\", \"content\": \"2+2?\"}], \"metadata\": {\"answer\": \"4\"}, \"baseline\": \"4\"}\n";
+        let rs = parse_prompts(text, "p.jsonl", Some(&tasks())).unwrap();
+        assert_eq!(rs.len(), 2);
+        assert_eq!(rs[0].task.as_deref(), Some("chat"));
+        assert_eq!(rs[0].metadata, serde_json::json!({}));
+        assert_eq!(rs[0].origin.as_ref().unwrap().line, 2);
+        assert_eq!(rs[1].id, "7");
+        assert_eq!(rs[1].prompt.last_user_text(), Some("2+2?"));
+        assert_eq!(rs[1].baseline.as_deref(), Some("4"));
+        assert_eq!(rs[1].origin.as_ref().unwrap().to_string(), "p.jsonl:4");
+    }
+
+    #[test]
+    fn bad_json_names_line_and_column() {
+        let (line, field, msg) =
+            one_error("{\"id\": \"a\", \"prompt\": \"x\"}\n{\"id\": \"b\", \"prompt\": }");
+        assert_eq!((line, field), (2, None));
+        assert!(msg.starts_with("invalid JSON at column 23"), "{msg}");
+    }
+
+    #[test]
+    fn not_an_object() {
+        let (line, field, msg) = one_error("[1, 2]");
+        assert_eq!(
+            (line, field.as_deref(), msg.as_str()),
+            (1, None, "expected a JSON object, found a list")
+        );
+    }
+
+    #[test]
+    fn missing_fields() {
+        assert_eq!(
+            one_error(r#"{"prompt": "x"}"#),
+            (1, Some("id".into()), "missing".into())
+        );
+        assert_eq!(
+            one_error(r#"{"id": "a"}"#),
+            (1, Some("prompt".into()), "missing".into())
+        );
+        let e = one_error(r#"{"id": "a", "prompt": [{"role": "user"}]}"#);
+        assert_eq!(e, (1, Some("prompt[0].content".into()), "missing".into()));
+    }
+
+    #[test]
+    fn wrong_types() {
+        let cases = [
+            (
+                r#"{"id": 1.5, "prompt": "x"}"#,
+                "id",
+                "expected a string or integer, found a number",
+            ),
+            (
+                r#"{"id": "a", "prompt": 3}"#,
+                "prompt",
+                "expected a string or a list of messages, found a number",
+            ),
+            (
+                r#"{"id": "a", "prompt": ["hi"]}"#,
+                "prompt[0]",
+                "expected a message object, found a string",
+            ),
+            (
+                r#"{"id": "a", "prompt": [{"role": 1, "content": "c"}]}"#,
+                "prompt[0].role",
+                "expected a string, found a number",
+            ),
+            (
+                r#"{"id": "a", "prompt": "x", "task": 2}"#,
+                "task",
+                "expected a string, found a number",
+            ),
+            (
+                r#"{"id": "a", "prompt": "x", "metadata": "m"}"#,
+                "metadata",
+                "expected an object, found a string",
+            ),
+            (
+                r#"{"id": "a", "prompt": "x", "baseline": ["b"]}"#,
+                "baseline",
+                "expected a string, found a list",
+            ),
+            (r#"{"id": "", "prompt": "x"}"#, "id", "must not be empty"),
+            (
+                r#"{"id": "a", "prompt": " "}"#,
+                "prompt",
+                "must not be empty",
+            ),
+            (
+                r#"{"id": "a", "prompt": []}"#,
+                "prompt",
+                "must have at least one message",
+            ),
+        ];
+        for (text, field, msg) in cases {
+            assert_eq!(
+                one_error(text),
+                (1, Some(field.into()), msg.into()),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_tasks() {
+        assert_eq!(
+            one_error(r#"{"id": "a", "prompt": "x", "metdata": {}}"#),
+            (1, Some("metdata".into()), "unknown field".into())
+        );
+        assert_eq!(
+            one_error(r#"{"id": "a", "prompt": [{"role": "user", "content": "c", "name": "n"}]}"#),
+            (1, Some("prompt[0].name".into()), "unknown field".into())
+        );
+        assert_eq!(
+            one_error(r#"{"id": "a", "prompt": "x", "task": "poetry"}"#),
+            (
+                1,
+                Some("task".into()),
+                "unknown task `poetry` (tasks: math, chat)".into()
+            )
+        );
+    }
+
+    #[test]
+    fn duplicate_ids() {
+        let e = one_error("{\"id\": \"a\", \"prompt\": \"x\"}\n{\"id\": \"a\", \"prompt\": \"y\"}");
+        assert_eq!(
+            e,
+            (
+                2,
+                Some("id".into()),
+                "duplicate id `a` (first at line 1)".into()
+            )
+        );
+    }
+
+    #[test]
+    fn every_bad_record_is_reported_and_none_dropped() {
+        let text = [
+            r#"{"id": "ok1", "prompt": "x"}"#,
+            r#"{"id": "b1", "prompt": 5, "extra": true}"#,
+            r#"{"id": "ok2", "prompt": "x"}"#,
+            r#"not json"#,
+            r#"{"id": "b3", "prompt": "x", "task": "art"}"#,
+        ]
+        .join("\n");
+        let es = errors(&text);
+        let where_: Vec<(usize, Option<&str>)> =
+            es.iter().map(|(l, f, _)| (*l, f.as_deref())).collect();
+        assert_eq!(
+            where_,
+            [
+                (2, Some("prompt")),
+                (2, Some("extra")),
+                (4, None),
+                (5, Some("task"))
+            ]
+        );
+        let shown = parse_prompts(&text, "p.jsonl", Some(&tasks()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            shown.starts_with("4 bad records:\n  p.jsonl:2: field `prompt`:"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn files_are_named_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.jsonl");
+        std::fs::write(&path, "{\"id\": \"a\"}\n").unwrap();
+        let msg = read_prompts(&path, None).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            format!("{}:1: field `prompt`: missing", path.display())
+        );
+        let missing = read_prompts(dir.path().join("nope.jsonl"), None).unwrap_err();
+        assert!(matches!(missing, Error::Io { .. }));
+    }
+
+    #[test]
+    fn responses_pair_with_their_prompts() {
+        let records: Vec<_> = parse_prompts("{\"id\": \"a\", \"prompt\": \"x\"}", "p.jsonl", None)
+            .unwrap()
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let samples =
+            parse_responses("{\"id\": \"a\", \"response\": \"r\"}", "r.jsonl", &records).unwrap();
+        assert_eq!(
+            (samples[0].record.id.as_str(), samples[0].response.as_str()),
+            ("a", "r")
+        );
+        let err = parse_responses(
+            "{\"id\": \"zz\", \"response\": \"r\"}\n{\"id\": \"a\"}\n{\"id\": \"a\", \"response\": \"\", \"x\": 1}",
+            "r.jsonl",
+            &records,
+        )
+        .unwrap_err();
+        let lines: Vec<String> = err.data_errors().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "r.jsonl:1: field `id`: no prompt has id `zz`",
+                "r.jsonl:2: field `response`: missing",
+                "r.jsonl:3: field `x`: unknown field"
+            ]
+        );
+    }
+
+    #[test]
+    fn atomic_write_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let records = vec![
+            PromptRecord::new("a", "x").with_task("chat"),
+            PromptRecord::new("b", "y"),
+        ];
+        write_jsonl_atomic(&path, &records).unwrap();
+        let back = read_prompts(&path, None).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0].task.as_deref(), Some("chat"));
+        assert!(!dir.path().join("out.jsonl.tmp").exists());
+    }
+}

@@ -250,3 +250,132 @@ impl fmt::Display for Strata {
         write!(f, "{:<16} {:>7}", "total", self.total())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, prompt: &str) -> PromptRecord {
+        PromptRecord::new(id, prompt)
+    }
+
+    fn ids(strata: &Strata, task: &str) -> Vec<String> {
+        strata.records(task).iter().map(|r| r.id.clone()).collect()
+    }
+
+    #[test]
+    fn labels_assign_and_are_kept_on_the_record() {
+        let s = Stratifier::new(["math", "chat"])
+            .stratify(vec![
+                rec("a", "x").with_task("math"),
+                rec("b", "y").with_task("chat"),
+                rec("c", "z").with_task("math"),
+            ])
+            .unwrap();
+        assert_eq!(ids(&s, "math"), ["a", "c"]);
+        assert_eq!(ids(&s, "chat"), ["b"]);
+        assert_eq!(s.records("math")[1].task.as_deref(), Some("math"));
+        assert_eq!(s.stratum("math").unwrap().by_label, 2);
+    }
+
+    #[test]
+    fn the_classifier_places_unlabeled_prompts_and_labels_win() {
+        let c = KeywordClassifier::new([("math", r"\d\s*\+\s*\d"), ("code", r"(?i)def |python")])
+            .unwrap();
+        let s = Stratifier::new(["math", "code", "chat"])
+            .with_classifier(c)
+            .with_default_task("chat")
+            .stratify(vec![
+                rec("a", "what is 2 + 2"),
+                rec("b", "write python"),
+                rec("c", "hello"),
+                rec("d", "2 + 2 in python").with_task("chat"),
+                PromptRecord::new(
+                    "e",
+                    cgpo_judges::Prompt::Messages(vec![
+                        cgpo_judges::Message::new("system", "You write Python."),
+                        cgpo_judges::Message::new("user", "Reverse a list."),
+                    ]),
+                ),
+            ])
+            .unwrap();
+        assert_eq!(ids(&s, "math"), ["a"]);
+        assert_eq!(ids(&s, "code"), ["b", "e"]);
+        assert_eq!(ids(&s, "chat"), ["c", "d"]);
+        let chat = s.stratum("chat").unwrap();
+        assert_eq!(
+            (chat.by_label, chat.by_classifier, chat.by_default),
+            (1, 0, 1)
+        );
+        assert_eq!(s.stratum("code").unwrap().by_classifier, 2);
+        assert_eq!(s.total(), 5);
+        let table = s.to_string();
+        assert!(
+            table.contains("code") && table.lines().last().unwrap().contains('5'),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn first_matching_rule_wins() {
+        let c = KeywordClassifier::new([("a", "x"), ("b", "x")]).unwrap();
+        assert_eq!(c.classify(&rec("1", "x")).as_deref(), Some("a"));
+        assert_eq!(c.classify(&rec("1", "y")), None);
+    }
+
+    #[test]
+    fn unassigned_prompts_are_all_reported_without_a_default() {
+        let c = KeywordClassifier::new([("math", r"\d")]).unwrap();
+        let err = Stratifier::new(["math"])
+            .with_classifier(c)
+            .stratify(vec![rec("a", "1+1"), rec("b", "hi"), rec("c", "yo")])
+            .unwrap_err();
+        let msgs: Vec<String> = err.data_errors().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            msgs,
+            [
+                "field `task`: prompt `b`: no task label, no classifier match, and no default task",
+                "field `task`: prompt `c`: no task label, no classifier match, and no default task"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_labels_and_classifier_answers_are_errors() {
+        let c = KeywordClassifier::new([("poetry", "rhyme")]).unwrap();
+        let err = Stratifier::new(["chat"])
+            .with_classifier(c)
+            .with_default_task("chat")
+            .stratify(vec![rec("a", "rhyme me"), rec("b", "x").with_task("art")])
+            .unwrap_err();
+        let msgs: Vec<String> = err
+            .data_errors()
+            .iter()
+            .map(|e| e.message.clone())
+            .collect();
+        assert_eq!(
+            msgs,
+            [
+                "prompt `a`: the classifier returned unknown task `poetry` (tasks: chat)",
+                "prompt `b`: unknown task `art` (tasks: chat)"
+            ]
+        );
+        let bad_default = Stratifier::new(["chat"])
+            .with_default_task("nope")
+            .stratify(vec![])
+            .unwrap_err();
+        assert!(bad_default.to_string().contains("stratify.default_task"));
+    }
+
+    #[test]
+    fn a_bad_classifier_pattern_names_its_rule() {
+        let err = KeywordClassifier::new([("a", "ok"), ("b", "(")])
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("config `stratify.classifier[1].pattern`"),
+            "{err}"
+        );
+    }
+}

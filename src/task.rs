@@ -146,3 +146,132 @@ pub fn build_stratifier(config: &RunConfig) -> Result<Stratifier> {
     }
     Ok(stratifier)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::PromptRecord;
+    use serde_json::json;
+
+    fn config(tasks: serde_json::Value) -> RunConfig {
+        RunConfig::from_json(
+            &json!({"reward_models": {"rm": {"name": "lexical", "params": {"per_word": 1.0}}}, "tasks": tasks}).to_string(),
+        )
+        .unwrap()
+    }
+
+    fn build(c: &RunConfig) -> Result<Vec<TaskSpec>> {
+        build_tasks(
+            c,
+            &JudgeRegistry::with_builtins(),
+            &RewardRegistry::with_builtins(),
+        )
+    }
+
+    fn build_err(c: &RunConfig) -> String {
+        build(c).err().expect("expected a build error").to_string()
+    }
+
+    #[test]
+    fn tasks_share_a_reward_model_but_not_settings() {
+        let c = config(json!([
+            {"name": "a", "weight": 0.25, "reward": {"model": "rm"}, "optimizer": {"name": "crpg"}, "batch_size": 3},
+            {"name": "b", "reward": {"model": "rm", "calibrated": false}, "optimizer": {"name": "crraft", "kl_max": 1.0},
+             "judges": [{"name": "length", "params": {"max_words": 2}}, {"name": "length", "label": "long", "params": {"min_words": 1}}]}
+        ]));
+        let tasks = build(&c).unwrap();
+        assert!(Arc::ptr_eq(
+            tasks[0].reward.model(),
+            tasks[1].reward.model()
+        ));
+        assert_eq!(
+            (tasks[0].weight, tasks[0].batch_size, tasks[0].judges.len()),
+            (0.25, 3, 0)
+        );
+        assert!(!tasks[1].calibrated);
+        assert_eq!(
+            tasks[1].judges.names().collect::<Vec<_>>(),
+            ["length", "long"]
+        );
+    }
+
+    #[test]
+    fn judge_problems_name_the_config_key() {
+        let unknown = config(
+            json!([{"name": "a", "reward": {"model": "rm"}, "optimizer": {"name": "crpg"},
+            "judges": [{"name": "length", "params": {"max_words": 2}}, {"name": "ifeval"}]}]),
+        );
+        let msg = build_err(&unknown);
+        assert!(
+            msg.starts_with(
+                "config `tasks[0].judges[1]`: unknown judge `ifeval` (known: length, regex)"
+            ),
+            "{msg}"
+        );
+        let params = config(
+            json!([{"name": "a", "reward": {"model": "rm"}, "optimizer": {"name": "crpg"},
+            "judges": [{"name": "regex", "params": {"pattern": "x", "must": true}}]}]),
+        );
+        assert!(
+            build_err(&params).contains("tasks[0].judges[0]`: judge `regex`: unknown field `must`")
+        );
+        let dup = config(
+            json!([{"name": "a", "reward": {"model": "rm"}, "optimizer": {"name": "crpg"},
+            "judges": [{"name": "regex", "params": {"pattern": "x"}}, {"name": "regex", "params": {"pattern": "y"}}]}]),
+        );
+        assert!(build_err(&dup)
+            .contains("tasks[0].judges`: two judges in one mixture are named `regex`"));
+    }
+
+    #[test]
+    fn reward_model_problems_name_the_config_key() {
+        let mut c = config(
+            json!([{"name": "a", "reward": {"model": "rm"}, "optimizer": {"name": "crpg"}}]),
+        );
+        c.reward_models.get_mut("rm").unwrap().name = "bt".into();
+        assert!(build_err(&c)
+            .starts_with("config `reward_models.rm`: unknown reward model `bt` (known: lexical)"));
+        c.reward_models.get_mut("rm").unwrap().name = "lexical".into();
+        c.reward_models.get_mut("rm").unwrap().params = json!({"per_wrd": 1});
+        assert!(build_err(&c).contains("unknown field `per_wrd`"));
+    }
+
+    #[test]
+    fn user_judges_and_models_register_by_name() {
+        let mut judges = JudgeRegistry::with_builtins();
+        judges.register("always_fail", |name, _| {
+            Ok(Box::new(cgpo_judges::FnJudge::new(
+                name,
+                |_: &cgpo_judges::SampleView| cgpo_judges::Verdict::fail("no"),
+            )))
+        });
+        let c = config(
+            json!([{"name": "a", "reward": {"model": "rm", "baseline": "dataset"}, "optimizer": {"name": "crpg"},
+            "judges": [{"name": "always_fail"}]}]),
+        );
+        let tasks = build_tasks(&c, &judges, &RewardRegistry::with_builtins()).unwrap();
+        let record = Arc::new(PromptRecord::new("p", "q").with_baseline("b"));
+        let mut samples = vec![Sample::new(record, "r")];
+        let report = tasks[0].assess(&mut samples, None).unwrap();
+        assert_eq!(report.stats[0].fail, 1);
+        assert!(!samples[0].judgement.as_ref().unwrap().is_positive());
+        assert_eq!(samples[0].reward.unwrap().calibrated, 0.5);
+    }
+
+    #[test]
+    fn the_stratifier_follows_the_config() {
+        let mut c = config(json!([
+            {"name": "math", "reward": {"model": "rm"}, "optimizer": {"name": "crpg"}},
+            {"name": "chat", "reward": {"model": "rm"}, "optimizer": {"name": "crpg"}}
+        ]));
+        c.stratify.classifier = vec![crate::config::ClassifierRule {
+            task: "math".into(),
+            pattern: r"\d".into(),
+        }];
+        let records = || vec![PromptRecord::new("a", "1+1"), PromptRecord::new("b", "hi")];
+        assert!(build_stratifier(&c).unwrap().stratify(records()).is_err());
+        c.stratify.default_task = Some("chat".into());
+        let s = build_stratifier(&c).unwrap().stratify(records()).unwrap();
+        assert_eq!((s.records("math").len(), s.records("chat").len()), (1, 1));
+    }
+}

@@ -233,3 +233,179 @@ impl CalibratedReward {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reward::LexicalReward;
+    use cgpo_judges::SampleView;
+    use proptest::prelude::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    proptest! {
+        #[test]
+        fn calibrated_is_strictly_inside_0_1(r in any::<f32>().prop_filter("finite", |v| v.is_finite()),
+                                            b in any::<f32>().prop_filter("finite", |v| v.is_finite())) {
+            let c = calibrate(r, b);
+            prop_assert!(c > 0.0 && c < 1.0, "calibrate({r}, {b}) = {c}");
+        }
+
+        #[test]
+        fn calibrated_is_one_half_at_the_baseline(r in any::<f32>().prop_filter("finite", |v| v.is_finite())) {
+            prop_assert_eq!(calibrate(r, r), 0.5);
+        }
+
+        #[test]
+        fn calibrated_is_monotone_in_the_raw_reward(a in -1e6f32..1e6, d in 0f32..1e3, b in -1e6f32..1e6) {
+            prop_assert!(calibrate(a, b) <= calibrate(a + d, b));
+        }
+
+        #[test]
+        fn calibrated_is_strictly_monotone_near_the_baseline(a in -5f32..5.0, d in 1e-3f32..5.0) {
+            prop_assert!(calibrate(a, 0.0) < calibrate(a + d, 0.0));
+        }
+    }
+
+    /// Scores = number of chars; counts calls and scored samples.
+    #[derive(Default)]
+    struct Counting {
+        calls: AtomicUsize,
+        scored: AtomicUsize,
+    }
+
+    impl RewardModel for Counting {
+        fn name(&self) -> &str {
+            "counting"
+        }
+        fn score(&self, batch: &[SampleView<'_>]) -> Result<Vec<f32>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.scored.fetch_add(batch.len(), Ordering::SeqCst);
+            Ok(batch.iter().map(|s| s.response.len() as f32).collect())
+        }
+    }
+
+    struct Fixed(&'static str, AtomicUsize);
+
+    impl BaselineGenerator for Fixed {
+        fn generate(&self, records: &[&PromptRecord]) -> Result<Vec<String>> {
+            self.1.fetch_add(records.len(), Ordering::SeqCst);
+            Ok(records.iter().map(|_| self.0.to_owned()).collect())
+        }
+    }
+
+    fn record(id: &str, baseline: Option<&str>) -> Arc<PromptRecord> {
+        let r = PromptRecord::new(id, "q");
+        Arc::new(match baseline {
+            Some(b) => r.with_baseline(b),
+            None => r,
+        })
+    }
+
+    #[test]
+    fn baselines_are_scored_once_per_prompt_and_cached() {
+        let model = Arc::new(Counting::default());
+        let cr = CalibratedReward::new(model.clone(), BaselineSource::DatasetThenPolicySample);
+        let generator = Fixed("gen", AtomicUsize::new(0));
+        let (a, b) = (record("a", Some("abcd")), record("b", None));
+        let mut samples = vec![
+            Sample::new(a.clone(), "ab"),
+            Sample::new(a.clone(), "abcdef"),
+            Sample::new(b.clone(), "gen"),
+        ];
+        cr.score(&mut samples, Some(&generator)).unwrap();
+        // One batch for the samples, one for the two baselines.
+        assert_eq!(model.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(model.scored.load(Ordering::SeqCst), 5);
+        assert_eq!(
+            generator.1.load(Ordering::SeqCst),
+            1,
+            "only the prompt without a dataset baseline"
+        );
+        let r: Vec<RewardValues> = samples.iter().map(|s| s.reward.unwrap()).collect();
+        assert_eq!((r[0].raw, r[0].baseline), (2.0, 4.0));
+        assert!(r[0].calibrated < 0.5 && r[1].calibrated > 0.5);
+        assert_eq!(r[2].calibrated, 0.5);
+        // A second round reuses the cache: only the samples are scored.
+        let mut again = vec![Sample::new(b, "x"), Sample::new(a, "y")];
+        cr.score(&mut again, Some(&generator)).unwrap();
+        assert_eq!(model.calls.load(Ordering::SeqCst), 3);
+        assert_eq!(generator.1.load(Ordering::SeqCst), 1);
+        let ids: Vec<String> = cr.cached().into_iter().map(|c| c.id).collect();
+        assert_eq!(ids, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_restored_cache_is_not_recomputed() {
+        let model = Arc::new(Counting::default());
+        let cr = CalibratedReward::new(model.clone(), BaselineSource::PolicySample);
+        cr.restore([CachedBaseline {
+            id: "a".into(),
+            text: "t".into(),
+            raw: 1.0,
+        }]);
+        let mut s = vec![Sample::new(record("a", None), "x")];
+        cr.score(&mut s, None).unwrap();
+        assert_eq!(model.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(s[0].reward.unwrap().calibrated, 0.5);
+    }
+
+    #[test]
+    fn the_policy_sample_source_ignores_dataset_baselines() {
+        let cr = CalibratedReward::new(Arc::new(Counting::default()), BaselineSource::PolicySample);
+        let generator = Fixed("12345", AtomicUsize::new(0));
+        let mut s = vec![Sample::new(record("a", Some("1")), "12345")];
+        cr.score(&mut s, Some(&generator)).unwrap();
+        assert_eq!(s[0].reward.unwrap().baseline, 5.0);
+    }
+
+    #[test]
+    fn missing_baselines_are_errors_that_name_the_prompt() {
+        let dataset = CalibratedReward::new(Arc::new(Counting::default()), BaselineSource::Dataset);
+        let mut s = vec![Sample::new(record("a", None), "x")];
+        let err = dataset.score(&mut s, None).unwrap_err().to_string();
+        assert!(
+            err.contains("id `a`") && err.contains("source is `dataset`"),
+            "{err}"
+        );
+        let auto = CalibratedReward::new(
+            Arc::new(Counting::default()),
+            BaselineSource::DatasetThenPolicySample,
+        );
+        let err = auto.score(&mut s, None).unwrap_err().to_string();
+        assert!(err.contains("no generator was given"), "{err}");
+        assert!(s[0].reward.is_none());
+    }
+
+    #[test]
+    fn non_finite_or_missing_scores_are_errors() {
+        struct Bad(f32, usize);
+        impl RewardModel for Bad {
+            fn name(&self) -> &str {
+                "bad"
+            }
+            fn score(&self, _: &[SampleView<'_>]) -> Result<Vec<f32>> {
+                Ok(vec![self.0; self.1])
+            }
+        }
+        let mut s = vec![Sample::new(record("a", Some("b")), "x")];
+        let nan = CalibratedReward::new(Arc::new(Bad(f32::NAN, 1)), BaselineSource::Dataset);
+        assert_eq!(
+            nan.score(&mut s, None).unwrap_err().to_string(),
+            "reward model `bad`: non-finite score NaN for prompt `a`"
+        );
+        let short = CalibratedReward::new(Arc::new(Bad(1.0, 0)), BaselineSource::Dataset);
+        assert!(short
+            .score(&mut s, None)
+            .unwrap_err()
+            .to_string()
+            .contains("0 scores for 1 samples"));
+    }
+
+    #[test]
+    fn lexical_reward_prefers_length_and_phrases() {
+        let rm = LexicalReward::new("lex", 0.5, [("Great".to_string(), 2.0)]);
+        let r = PromptRecord::new("p", "q");
+        let s = rm.score(&[r.view("a great idea"), r.view("ok")]).unwrap();
+        assert_eq!(s, [3.5, 0.5]);
+    }
+}
