@@ -153,6 +153,17 @@ pub enum OptimizerConfig {
     },
 }
 
+impl OptimizerConfig {
+    /// The name used in configs and metrics: `crpg`, `codpo` or `crraft`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OptimizerConfig::Crpg { .. } => "crpg",
+            OptimizerConfig::Codpo { .. } => "codpo",
+            OptimizerConfig::Crraft { .. } => "crraft",
+        }
+    }
+}
+
 /// Not given by the paper; a lenient threshold in nats per sequence.
 fn default_kl_max() -> f64 {
     10.0
@@ -381,6 +392,9 @@ mod tests {
         })
     }
 
+    /// A change to `base()`.
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+
     /// The error for `base()` changed by `edit`, as `(key, message)`.
     fn error_of(edit: impl FnOnce(&mut serde_json::Value)) -> (String, String) {
         let mut v = base();
@@ -461,7 +475,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors_naming_the_key() {
-        let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, &str, &str)> = vec![
+        let cases: Vec<(Edit, &str, &str)> = vec![
             (
                 Box::new(|v| v["sede"] = json!(1)),
                 "sede",
@@ -517,7 +531,7 @@ mod tests {
 
     #[test]
     fn bad_values_are_errors_naming_the_key() {
-        let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, &str, &str)> = vec![
+        let cases: Vec<(Edit, &str, &str)> = vec![
             (
                 Box::new(|v| v["tasks"][0]["weight"] = json!("heavy")),
                 "tasks[0].weight",

@@ -1,5 +1,13 @@
 //! One crate-wide error type. Data errors carry the file, line and field of
 //! the bad record; config errors carry the key path (`tasks[1].optimizer.beta`).
+//!
+//! ```
+//! use cgpo::data::parse_prompts;
+//! let err = parse_prompts("{\"id\": \"a\", \"prompt\": 1}\n{\"prompt\": \"x\"}", "p.jsonl", None).unwrap_err();
+//! let lines: Vec<String> = err.data_errors().iter().map(|e| e.to_string()).collect();
+//! assert_eq!(lines, ["p.jsonl:1: field `prompt`: expected a string or a list of messages, found a number",
+//!                    "p.jsonl:2: field `id`: missing"]);
+//! ```
 
 use std::fmt;
 use std::path::PathBuf;

@@ -40,6 +40,11 @@ pub mod reward;
 pub mod strata;
 pub mod task;
 
+/// The README's examples run as doctests, so they cannot go stale.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// The judges crate, `cgpo-judges`, re-exported.
 pub use cgpo_judges as judges;
 pub use error::{DataError, Error, Result};
