@@ -204,7 +204,7 @@ mod tests {
         let msg = build_err(&unknown);
         assert!(
             msg.starts_with(
-                "config `tasks[0].judges[1]`: unknown judge `ifeval` (known: length, regex)"
+                "config `tasks[0].judges[1]`: unknown judge `ifeval` (known: length, llm, refusal, regex)"
             ),
             "{msg}"
         );

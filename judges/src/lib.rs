@@ -24,7 +24,9 @@
 
 mod error;
 mod judge;
+pub mod llm;
 mod mixture;
+mod refusal;
 mod registry;
 mod rules;
 mod sample;
@@ -35,6 +37,7 @@ pub use judge::{FnJudge, Judge};
 pub use mixture::{
     ErrorPolicy, JudgeStats, MixtureOfJudges, MixtureReport, Outcome, SampleJudgement,
 };
+pub use refusal::{RefusalJudge, RefusalMode};
 pub use registry::{parse_params, JudgeFactory, JudgeRegistry, JudgeSpec};
 pub use rules::{LengthJudge, RegexJudge};
 pub use sample::{Message, Prompt, SampleView};

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::rules::{LengthJudge, RegexJudge};
+use crate::RefusalJudge;
 use crate::{Judge, JudgeError};
 
 /// A judge as written in a run config.
@@ -84,6 +85,10 @@ impl JudgeRegistry {
         r.register("length", |name, params| {
             Ok(Box::new(LengthJudge::from_params(name, params)?))
         });
+        r.register("refusal", |name, params| {
+            Ok(Box::new(RefusalJudge::from_params(name, params)?))
+        });
+        r.register("llm", crate::llm::from_params);
         r
     }
 
