@@ -199,6 +199,41 @@ pub fn parse_responses(
     })
 }
 
+/// Parses self-contained samples: a prompt record plus a `response` field
+/// on each line (`{"id", "prompt", "response", "metadata"?, ...}`), as the
+/// `cgpo judge` command reads them. Ids need not be unique here: one prompt
+/// may come with several responses.
+pub fn parse_samples(text: &str, file: impl AsRef<Path>) -> Result<Vec<Sample>> {
+    collect_lines(text, file.as_ref(), |origin, mut value| {
+        let response = match value.as_object_mut().map(|m| m.remove("response")) {
+            Some(Some(Value::String(r))) => Ok(r),
+            Some(Some(other)) => Err(DataError::new(
+                origin,
+                Some("response"),
+                format!("expected a string, found {}", kind(&other)),
+            )),
+            Some(None) => Err(DataError::new(origin, Some("response"), "missing")),
+            None => Err(DataError::new(
+                origin,
+                None,
+                format!("expected a JSON object, found {}", kind(&value)),
+            )),
+        };
+        let record = parse_record(value, origin, None);
+        match (record, response) {
+            (Ok(record), Ok(response)) => Ok(Sample::new(Arc::new(record), response)),
+            (Err(mut errors), Err(e)) => {
+                if e.field.is_some() {
+                    errors.insert(0, e);
+                }
+                Err(errors)
+            }
+            (Err(errors), Ok(_)) => Err(errors),
+            (Ok(_), Err(e)) => Err(vec![e]),
+        }
+    })
+}
+
 /// Writes JSON lines to `path` atomically: a temp file, then a rename, so a
 /// crash never leaves a half-written file behind.
 pub fn write_jsonl_atomic<T: Serialize>(
@@ -720,6 +755,30 @@ mod tests {
                 "r.jsonl:1: field `id`: no prompt has id `zz`",
                 "r.jsonl:2: field `response`: missing",
                 "r.jsonl:3: field `x`: unknown field"
+            ]
+        );
+    }
+
+    #[test]
+    fn self_contained_samples_parse_and_report_bad_fields() {
+        let ok = "{\"id\": \"a\", \"prompt\": \"q\", \"response\": \"r\", \"metadata\": {\"k\": 1}}\n{\"id\": \"a\", \"prompt\": \"q\", \"response\": \"s\"}";
+        let samples = parse_samples(ok, "s.jsonl").unwrap();
+        assert_eq!((samples.len(), samples[1].response.as_str()), (2, "s"));
+        assert_eq!(samples[0].record.metadata["k"], 1);
+        let bad = "{\"id\": \"a\", \"prompt\": \"q\"}\n{\"id\": \"b\", \"response\": 3}\n[1]";
+        let lines: Vec<String> = parse_samples(bad, "s.jsonl")
+            .unwrap_err()
+            .data_errors()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "s.jsonl:1: field `response`: missing",
+                "s.jsonl:2: field `response`: expected a string, found a number",
+                "s.jsonl:2: field `prompt`: missing",
+                "s.jsonl:3: expected a JSON object, found a list"
             ]
         );
     }

@@ -127,9 +127,11 @@ fn render(template: &str, s: &SampleView<'_>) -> Result<String, String> {
                 Some(field) => match s.metadata.get(field) {
                     Some(Value::String(v)) => out.push_str(v),
                     Some(v @ (Value::Number(_) | Value::Bool(_))) => out.push_str(&v.to_string()),
-                    _ => return Err(format!(
+                    _ => {
+                        return Err(format!(
                         "metadata.{field} (a string or number) is missing for the judge template"
-                    )),
+                    ))
+                    }
                 },
                 None => out.push_str(&rest[open..open + close + 2]),
             },
