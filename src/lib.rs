@@ -36,6 +36,7 @@
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod local_judge;
 pub mod reward;
 pub mod strata;
 pub mod task;

@@ -1,0 +1,188 @@
+//! The local backend for LLM judges: a causal LM run in-process with
+//! candle, behind the same [`LlmBackend`] trait as the HTTP backend.
+//!
+//! For each judge question the messages are rendered with the model's chat
+//! template (ending at the start of the assistant turn), one forward pass
+//! gives the next-token logits, and the log-probabilities of the positive
+//! and negative answer words are read from the log-softmax: each word's
+//! probability is the sum over the tokens that spell it at the start of an
+//! answer ("Yes", " Yes", "yes", ...), as the tokenizer lists them.
+//!
+//! Any model implements [`CausalLm`] by returning its last-position logits;
+//! the tokenizer side is [`ChatTokenizer`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use candle_core::{Device, Tensor};
+//! use cgpo::judges::llm::{JudgeTemplate, LlmJudge};
+//! use cgpo::judges::{Judge, Message, Prompt, SampleView};
+//! use cgpo::local_judge::{CausalLm, ChatTokenizer, LocalLlmBackend};
+//!
+//! /// Vocabulary: 0 = "Yes", 1 = "No", 2 = anything else. Says "Yes" when the
+//! /// rendered question contains "Paris".
+//! struct Toy;
+//! impl ChatTokenizer for Toy {
+//!     fn encode_chat(&self, messages: &[Message]) -> cgpo::Result<Vec<u32>> {
+//!         Ok(messages.iter().flat_map(|m| m.content.split_whitespace()).map(|w| if w == "Paris" { 0 } else { 2 }).collect())
+//!     }
+//!     fn answer_tokens(&self, word: &str) -> cgpo::Result<Vec<u32>> {
+//!         Ok(vec![if word == "Yes" { 0 } else { 1 }])
+//!     }
+//! }
+//! impl CausalLm for Toy {
+//!     fn next_token_logits(&self, tokens: &[u32]) -> cgpo::Result<Tensor> {
+//!         let yes = if tokens.contains(&0) { 2.0f32 } else { -2.0 };
+//!         Ok(Tensor::new(&[yes, 0.0, -5.0], &Device::Cpu)?)
+//!     }
+//! }
+//!
+//! let backend = LocalLlmBackend::new(Arc::new(Toy), Arc::new(Toy));
+//! let judge = LlmJudge::new("fact", JudgeTemplate::factuality(), Arc::new(backend));
+//! let (p, m) = (Prompt::from("Capital of France?"), serde_json::json!({"answer": "a city"}));
+//! let out = judge.judge(&[SampleView::new("a", &p, "Paris", &m), SampleView::new("b", &p, "Lyon", &m)]);
+//! assert!(out[0].is_pass() && out[1].is_fail());
+//! ```
+
+use std::sync::Arc;
+
+use candle_core::{DType, Tensor, D};
+use cgpo_judges::llm::{AnswerScore, LlmBackend, LlmRequest};
+use cgpo_judges::Message;
+
+use crate::error::Result;
+
+/// A language model that gives next-token logits for one token sequence.
+pub trait CausalLm: Send + Sync {
+    /// Logits over the vocabulary for the token after `tokens`, shape `[V]`.
+    fn next_token_logits(&self, tokens: &[u32]) -> Result<Tensor>;
+}
+
+/// The tokenizer side of a local judge model.
+pub trait ChatTokenizer: Send + Sync {
+    /// The messages rendered with the chat template, up to and including the
+    /// start of the assistant's turn, as token ids.
+    fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>>;
+
+    /// The token ids that begin an answer consisting of `word` (its case and
+    /// leading-space variants that are single tokens).
+    fn answer_tokens(&self, word: &str) -> Result<Vec<u32>>;
+}
+
+pub struct LocalLlmBackend {
+    model: Arc<dyn CausalLm>,
+    tokenizer: Arc<dyn ChatTokenizer>,
+}
+
+impl LocalLlmBackend {
+    pub fn new(model: Arc<dyn CausalLm>, tokenizer: Arc<dyn ChatTokenizer>) -> Self {
+        Self { model, tokenizer }
+    }
+
+    fn ask(&self, request: &LlmRequest) -> Result<AnswerScore> {
+        let tokens = self.tokenizer.encode_chat(&request.messages)?;
+        let logits = self
+            .model
+            .next_token_logits(&tokens)?
+            .to_dtype(DType::F32)?;
+        let log_probs = log_softmax(&logits)?;
+        let word = |w: &str| -> Result<Option<f32>> {
+            let ids = self.tokenizer.answer_tokens(w)?;
+            let probs: Vec<f64> = ids
+                .iter()
+                .filter_map(|&i| log_probs.get(i as usize))
+                .map(|&lp| f64::from(lp).exp())
+                .collect();
+            Ok((!probs.is_empty()).then(|| probs.iter().sum::<f64>().ln() as f32))
+        };
+        Ok(AnswerScore::from_logprobs(
+            word(&request.positive)?,
+            word(&request.negative)?,
+        ))
+    }
+}
+
+/// Log-softmax of a `[V]` logits vector, in f32.
+fn log_softmax(logits: &Tensor) -> Result<Vec<f32>> {
+    let max = logits.max_keepdim(D::Minus1)?;
+    let shifted = logits.broadcast_sub(&max)?;
+    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    Ok(shifted
+        .broadcast_sub(&lse)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
+}
+
+impl LlmBackend for LocalLlmBackend {
+    fn score(&self, requests: &[LlmRequest]) -> Vec<std::result::Result<AnswerScore, String>> {
+        requests
+            .iter()
+            .map(|r| self.ask(r).map_err(|e| format!("local judge model: {e}")))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    struct Fixed(Vec<f32>, bool);
+
+    impl CausalLm for Fixed {
+        fn next_token_logits(&self, _: &[u32]) -> Result<Tensor> {
+            if self.1 {
+                return Err(crate::Error::Baseline("model broke".into()));
+            }
+            Ok(Tensor::new(self.0.as_slice(), &Device::Cpu)?)
+        }
+    }
+
+    struct Words;
+
+    impl ChatTokenizer for Words {
+        fn encode_chat(&self, _: &[Message]) -> Result<Vec<u32>> {
+            Ok(vec![3])
+        }
+        fn answer_tokens(&self, word: &str) -> Result<Vec<u32>> {
+            Ok(match word {
+                "Yes" => vec![0, 1],
+                "No" => vec![2],
+                _ => vec![99],
+            })
+        }
+    }
+
+    fn request() -> LlmRequest {
+        LlmRequest {
+            messages: vec![Message::new("user", "q")],
+            positive: "Yes".into(),
+            negative: "No".into(),
+        }
+    }
+
+    #[test]
+    fn word_probabilities_sum_their_token_variants() {
+        // softmax([ln .2, ln .3, ln .4, ln .1]) = [.2, .3, .4, .1]
+        let logits = [0.2f32, 0.3, 0.4, 0.1].map(f32::ln).to_vec();
+        let backend = LocalLlmBackend::new(Arc::new(Fixed(logits, false)), Arc::new(Words));
+        let s = backend.score(&[request()]).remove(0).unwrap();
+        assert!((s.positive_logprob.unwrap().exp() - 0.5).abs() < 1e-6);
+        assert!((s.negative_logprob.unwrap().exp() - 0.4).abs() < 1e-6);
+        assert!(s.verdict("Yes", "No").is_pass());
+    }
+
+    #[test]
+    fn out_of_vocabulary_words_and_model_errors() {
+        let backend = LocalLlmBackend::new(Arc::new(Fixed(vec![0.0; 4], false)), Arc::new(Words));
+        let mut r = request();
+        r.negative = "Nope".into();
+        let s = backend.score(&[r]).remove(0).unwrap();
+        assert_eq!(s.negative_logprob, None);
+        let broken = LocalLlmBackend::new(Arc::new(Fixed(vec![], true)), Arc::new(Words));
+        assert!(broken
+            .score(&[request()])
+            .remove(0)
+            .unwrap_err()
+            .contains("model broke"));
+    }
+}
