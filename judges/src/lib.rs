@@ -24,6 +24,7 @@
 
 mod error;
 mod judge;
+pub mod math;
 mod mixture;
 mod registry;
 mod rules;
@@ -32,6 +33,7 @@ mod verdict;
 
 pub use error::JudgeError;
 pub use judge::{FnJudge, Judge};
+pub use math::MathJudge;
 pub use mixture::{
     ErrorPolicy, JudgeStats, MixtureOfJudges, MixtureReport, Outcome, SampleJudgement,
 };

@@ -84,6 +84,9 @@ impl JudgeRegistry {
         r.register("length", |name, params| {
             Ok(Box::new(LengthJudge::from_params(name, params)?))
         });
+        r.register("math", |name, params| {
+            Ok(Box::new(crate::MathJudge::from_params(name, params)?))
+        });
         r
     }
 
