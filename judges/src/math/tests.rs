@@ -95,6 +95,8 @@ const TABLE: &[(&str, &str, bool)] = &[
     (r"4\sqrt{2}\pi", r"\sqrt{32}\pi", true),
     ("2^{10}", "1024", true),
     ("2^{10}", "1000", false),
+    ("100000", r"1\times10^5", true),
+    ("100000", r"1\times10^4", false),
     // tuples and intervals
     ("(1, 2)", "(1,2)", true),
     ("(1, 2)", r"\left( 1, 2 \right)", true),
