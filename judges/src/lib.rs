@@ -25,6 +25,7 @@
 mod error;
 mod judge;
 pub mod llm;
+pub mod math;
 mod mixture;
 mod refusal;
 mod registry;
@@ -34,6 +35,7 @@ mod verdict;
 
 pub use error::JudgeError;
 pub use judge::{FnJudge, Judge};
+pub use math::MathJudge;
 pub use mixture::{
     ErrorPolicy, JudgeStats, MixtureOfJudges, MixtureReport, Outcome, SampleJudgement,
 };

@@ -89,6 +89,9 @@ impl JudgeRegistry {
             Ok(Box::new(RefusalJudge::from_params(name, params)?))
         });
         r.register("llm", crate::llm::from_params);
+        r.register("math", |name, params| {
+            Ok(Box::new(crate::MathJudge::from_params(name, params)?))
+        });
         r
     }
 
