@@ -23,6 +23,7 @@
 //! ```
 
 mod error;
+pub mod ifeval;
 mod judge;
 mod mixture;
 mod registry;
@@ -31,6 +32,7 @@ mod sample;
 mod verdict;
 
 pub use error::JudgeError;
+pub use ifeval::IfevalJudge;
 pub use judge::{FnJudge, Judge};
 pub use mixture::{
     ErrorPolicy, JudgeStats, MixtureOfJudges, MixtureReport, Outcome, SampleJudgement,

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::rules::{LengthJudge, RegexJudge};
-use crate::{Judge, JudgeError};
+use crate::{IfevalJudge, Judge, JudgeError};
 
 /// A judge as written in a run config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,6 +83,9 @@ impl JudgeRegistry {
         });
         r.register("length", |name, params| {
             Ok(Box::new(LengthJudge::from_params(name, params)?))
+        });
+        r.register("ifeval", |name, params| {
+            Ok(Box::new(IfevalJudge::from_params(name, params)?))
         });
         r
     }
