@@ -24,7 +24,7 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
-use super::text::{py_is_space, static_regex, PY_WORD_CLASS};
+use super::text::{py_is_space, static_regex};
 
 const ORTHO_BEG_UC: u8 = 1 << 1;
 const ORTHO_MID_UC: u8 = 1 << 2;
@@ -57,7 +57,8 @@ fn model() -> &'static Model {
                 .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
                 .collect(),
             numeric: static_regex(r"^-?[.,]?\d[\d,.\-]*\.?$"),
-            initial: static_regex(&format!(r"^(?:{PY_WORD_CLASS}--\d)\.$")),
+            // Python's `[^\W\d]`: a word character that is not a digit.
+            initial: static_regex(r"^[\p{L}\p{N}_--\d]\.$"),
         }
     })
 }
@@ -536,5 +537,9 @@ mod tests {
         );
         assert_eq!(sentences("  \n "), Vec::<&str>::new());
         assert_eq!(sentences("no end"), ["no end"]);
+        assert_eq!(
+            sentences("J. R. R. Tolkien wrote books. He was British."),
+            ["J. R. R. Tolkien wrote books.", "He was British."]
+        );
     }
 }
