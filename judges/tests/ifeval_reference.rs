@@ -58,7 +58,11 @@ fn agrees_with_the_python_reference() {
             if got.is_pass() == want {
                 agree += 1;
             } else {
-                disagreements.push((id.to_owned(), i, format!("{iid}: reference {want}, judge {got}")));
+                disagreements.push((
+                    id.to_owned(),
+                    i,
+                    format!("{iid}: reference {want}, judge {got}"),
+                ));
             }
         }
         let whole = judge.judge_one(response, s);
@@ -71,10 +75,16 @@ fn agrees_with_the_python_reference() {
         "ifeval agreement: {agree}/{checks} instructions, {sample_agree}/{} samples",
         samples.len()
     );
-    let found: Vec<(&str, usize)> = disagreements.iter().map(|(s, i, _)| (s.as_str(), *i)).collect();
+    let found: Vec<(&str, usize)> = disagreements
+        .iter()
+        .map(|(s, i, _)| (s.as_str(), *i))
+        .collect();
     let accepted: Vec<(&str, usize)> = ACCEPTED.iter().map(|(s, i, _)| (*s, *i)).collect();
     for d in &disagreements {
         eprintln!("  {} [{}] {}", d.0, d.1, d.2);
     }
-    assert_eq!(found, accepted, "disagreements differ from the accepted list");
+    assert_eq!(
+        found, accepted,
+        "disagreements differ from the accepted list"
+    );
 }

@@ -104,7 +104,11 @@ pub(crate) fn capital_word_frequency(
     threshold: usize,
     relation: Relation,
 ) -> Result<(), String> {
-    relation.check(count_capital_words(response), threshold, "all-capital words")
+    relation.check(
+        count_capital_words(response),
+        threshold,
+        "all-capital words",
+    )
 }
 
 /// English (or no detectable language) and no lowercase letters.
@@ -126,7 +130,10 @@ pub(crate) fn english_lowercase(response: &str) -> Result<(), String> {
 fn english(response: &str) -> Result<(), String> {
     match language::detect(response) {
         None | Some(Lang::Eng) => Ok(()),
-        Some(other) => Err(format!("language detected as {}, not English", other.code())),
+        Some(other) => Err(format!(
+            "language detected as {}, not English",
+            other.code()
+        )),
     }
 }
 
@@ -156,7 +163,10 @@ mod tests {
     // Token counts recorded from NLTK 3.10.4's word_tokenize.
     #[test]
     fn capital_words_follow_nltk_tokenizer() {
-        assert_eq!(count_capital_words("I CAN'T DO IT, CANNOT. AT&T is HERE: NOW!"), 11);
+        assert_eq!(
+            count_capital_words("I CAN'T DO IT, CANNOT. AT&T is HERE: NOW!"),
+            11
+        );
         assert_eq!(count_capital_words("WELL-KNOWN U.S. FACTS"), 3);
         assert_eq!(count_capital_words("IT'S \"FINE\" (OK)"), 4);
         assert_eq!(count_capital_words("no caps here. 123"), 0);
@@ -178,7 +188,9 @@ mod tests {
         assert!(english_lowercase(upper).is_err());
         assert!(english_lowercase(&upper.to_lowercase()).is_ok());
         assert!(english_capital("THIS IS a TEST").is_err());
-        assert!(english_lowercase("c'est une phrase en français, pas en anglais du tout.").is_err());
+        assert!(
+            english_lowercase("c'est une phrase en français, pas en anglais du tout.").is_err()
+        );
     }
 
     #[test]

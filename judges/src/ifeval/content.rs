@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use regex::Regex;
 
 use super::length::PY_SPACE_CLASS;
-use super::text::static_regex;
+use super::text::{cached_regex, static_regex};
 
 /// At least `min` placeholders: non-overlapping `[...]` on one line.
 pub(crate) fn placeholders(response: &str, min: usize) -> Result<(), String> {
@@ -29,7 +29,7 @@ pub(crate) fn postscript_regex(marker: &str) -> Result<Regex, String> {
         "P.S." => format!(r"p\.{PY_SPACE_CLASS}?s\."),
         other => regex::escape(&other.to_lowercase()),
     };
-    Regex::new(&pattern).map_err(|e| format!("postscript_marker `{marker}`: {e}"))
+    cached_regex(&pattern, false).map_err(|e| format!("postscript_marker `{marker}`: {e}"))
 }
 
 /// The marker occurs anywhere (the reference's `\s*MARKER.*$` in multiline

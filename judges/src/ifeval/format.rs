@@ -7,11 +7,14 @@ use regex::Regex;
 use serde::de::IgnoredAny;
 
 use super::length::PY_SPACE_CLASS;
-use super::text::{py_strip, static_regex};
+use super::text::{cached_regex, py_strip, static_regex};
 
 /// The answers accepted by `detectable_format:constrained_response`.
-pub(crate) const CONSTRAINED_OPTIONS: [&str; 3] =
-    ["My answer is yes.", "My answer is no.", "My answer is maybe."];
+pub(crate) const CONSTRAINED_OPTIONS: [&str; 3] = [
+    "My answer is yes.",
+    "My answer is no.",
+    "My answer is maybe.",
+];
 
 /// Exactly `expected` bullet lines: lines starting (after whitespace) with
 /// `*` not followed by another `*`, or with `-`.
@@ -50,8 +53,14 @@ pub(crate) fn highlighted_sections(response: &str, min: usize) -> Result<(), Str
         let s = m.as_str();
         !py_strip(&s[k..s.len() - k]).is_empty()
     };
-    let n = single.find_iter(response).filter(|m| non_blank(*m, 1)).count()
-        + double.find_iter(response).filter(|m| non_blank(*m, 2)).count();
+    let n = single
+        .find_iter(response)
+        .filter(|m| non_blank(*m, 1))
+        .count()
+        + double
+            .find_iter(response)
+            .filter(|m| non_blank(*m, 2))
+            .count();
     if n >= min {
         Ok(())
     } else {
@@ -63,8 +72,11 @@ pub(crate) fn highlighted_sections(response: &str, min: usize) -> Result<(), Str
 /// whitespace, and a number.
 pub(crate) fn section_regex(splitter: &str) -> Result<Regex, String> {
     let s = PY_SPACE_CLASS;
-    Regex::new(&format!(r"{s}?{}{s}?\d+{s}?", regex::escape(splitter)))
-        .map_err(|e| format!("section_spliter `{splitter}`: {e}"))
+    cached_regex(
+        &format!(r"{s}?{}{s}?\d+{s}?", regex::escape(splitter)),
+        false,
+    )
+    .map_err(|e| format!("section_spliter `{splitter}`: {e}"))
 }
 
 /// At least `min` section headers such as "SECTION 1" (case-sensitive).
@@ -78,7 +90,9 @@ pub(crate) fn multiple_sections(
     if n >= min {
         Ok(())
     } else {
-        Err(format!("{n} \"{splitter} X\" sections, expected at least {min}"))
+        Err(format!(
+            "{n} \"{splitter} X\" sections, expected at least {min}"
+        ))
     }
 }
 

@@ -106,7 +106,11 @@ impl<'a> Kwargs<'a> {
     fn count(&mut self, key: &'static str) -> Result<usize, String> {
         let v = self.get(key)?;
         v.as_u64()
-            .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f > 0.0).map(|f| f as u64))
+            .or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f > 0.0)
+                    .map(|f| f as u64)
+            })
             .and_then(|n| usize::try_from(n).ok())
             .ok_or_else(|| format!("kwarg `{key}` must be a positive integer, got {v}"))
     }
@@ -169,11 +173,17 @@ impl Instruction {
         };
         use Instruction as I;
         let instruction = match id {
-            "keywords:existence" => I::KeywordsExistence(keyword_list(k.strings("keywords")?, false)?),
+            "keywords:existence" => {
+                I::KeywordsExistence(keyword_list(k.strings("keywords")?, false)?)
+            }
             "keywords:frequency" => {
                 let word = k.string("keyword")?.trim();
                 let re = keywords::keyword_regex(word, false)?;
-                I::KeywordsFrequency((word.to_owned(), re), k.count("frequency")?, k.relation("relation")?)
+                I::KeywordsFrequency(
+                    (word.to_owned(), re),
+                    k.count("frequency")?,
+                    k.relation("relation")?,
+                )
             }
             "keywords:forbidden_words" => {
                 I::ForbiddenWords(keyword_list(k.strings("forbidden_words")?, true)?)
@@ -183,7 +193,11 @@ impl Instruction {
                 let mut chars = letter.chars();
                 let c = match (chars.next(), chars.next()) {
                     (Some(c), None) if c.is_ascii_alphabetic() => c.to_ascii_lowercase(),
-                    _ => return Err(format!("kwarg `letter` must be one ASCII letter, got {letter:?}")),
+                    _ => {
+                        return Err(format!(
+                            "kwarg `letter` must be one ASCII letter, got {letter:?}"
+                        ))
+                    }
                 };
                 I::LetterFrequency(c, k.count("let_frequency")?, k.relation("let_relation")?)
             }
@@ -197,18 +211,30 @@ impl Instruction {
             "length_constraints:number_sentences" => {
                 I::NumberSentences(k.count("num_sentences")?, k.relation("relation")?)
             }
-            "length_constraints:number_paragraphs" => I::NumberParagraphs(k.count("num_paragraphs")?),
-            "length_constraints:number_words" => I::NumberWords(k.count("num_words")?, k.relation("relation")?),
+            "length_constraints:number_paragraphs" => {
+                I::NumberParagraphs(k.count("num_paragraphs")?)
+            }
+            "length_constraints:number_words" => {
+                I::NumberWords(k.count("num_words")?, k.relation("relation")?)
+            }
             "length_constraints:nth_paragraph_first_word" => {
                 let paragraphs = k.count("num_paragraphs")?;
                 let nth = k.count("nth_paragraph")?;
                 if nth > paragraphs {
-                    return Err(format!("nth_paragraph {nth} is greater than num_paragraphs {paragraphs}"));
+                    return Err(format!(
+                        "nth_paragraph {nth} is greater than num_paragraphs {paragraphs}"
+                    ));
                 }
                 let first_word = k.string("first_word")?.to_lowercase();
-                I::NthParagraphFirstWord { paragraphs, nth, first_word }
+                I::NthParagraphFirstWord {
+                    paragraphs,
+                    nth,
+                    first_word,
+                }
             }
-            "detectable_content:number_placeholders" => I::Placeholders(k.count("num_placeholders")?),
+            "detectable_content:number_placeholders" => {
+                I::Placeholders(k.count("num_placeholders")?)
+            }
             "detectable_content:postscript" => {
                 let marker = k.string("postscript_marker")?.trim();
                 I::Postscript(marker.to_owned(), content::postscript_regex(marker)?)
@@ -226,12 +252,15 @@ impl Instruction {
             "detectable_format:json_format" => I::JsonFormat,
             "detectable_format:title" => I::Title,
             "combination:two_responses" => I::TwoResponses,
-            "combination:repeat_prompt" => I::RepeatPrompt(k.string("prompt_to_repeat")?.to_owned()),
+            "combination:repeat_prompt" => {
+                I::RepeatPrompt(k.string("prompt_to_repeat")?.to_owned())
+            }
             "startend:end_checker" => I::EndChecker(k.string("end_phrase")?.trim().to_owned()),
             "startend:quotation" => I::Quotation,
-            "change_case:capital_word_frequency" => {
-                I::CapitalWordFrequency(k.count("capital_frequency")?, k.relation("capital_relation")?)
-            }
+            "change_case:capital_word_frequency" => I::CapitalWordFrequency(
+                k.count("capital_frequency")?,
+                k.relation("capital_relation")?,
+            ),
             "change_case:english_capital" => I::EnglishCapital,
             "change_case:english_lowercase" => I::EnglishLowercase,
             "punctuation:no_comma" => I::NoComma,
@@ -253,9 +282,11 @@ impl Instruction {
             I::NumberSentences(n, rel) => length::number_sentences(response, *n, *rel),
             I::NumberParagraphs(n) => length::number_paragraphs(response, *n),
             I::NumberWords(n, rel) => length::number_words(response, *n, *rel),
-            I::NthParagraphFirstWord { paragraphs, nth, first_word } => {
-                length::nth_paragraph_first_word(response, *paragraphs, *nth, first_word)
-            }
+            I::NthParagraphFirstWord {
+                paragraphs,
+                nth,
+                first_word,
+            } => length::nth_paragraph_first_word(response, *paragraphs, *nth, first_word),
             I::Placeholders(n) => content::placeholders(response, *n),
             I::Postscript(marker, re) => content::postscript(response, marker, re),
             I::BulletLists(n) => format::bullet_lists(response, *n),
@@ -338,7 +369,9 @@ mod tests {
             "end_phrase": "bye", "capital_frequency": 3, "capital_relation": "at least",
         });
         for id in INSTRUCTION_IDS {
-            let Value::Object(all) = &kwargs else { unreachable!() };
+            let Value::Object(all) = &kwargs else {
+                unreachable!()
+            };
             // Keep only the keys this id takes: parse with all, then drop the
             // ones reported as unexpected.
             let full = Instruction::parse(id, &kwargs);
@@ -362,28 +395,45 @@ mod tests {
         assert!(err(json!({"instruction_id_list": []})).contains("is empty"));
         assert!(err(json!({"instruction_id_list": ["a:b"], "kwargs": [{}]}))
             .contains("unknown instruction id `a:b`"));
-        assert!(err(json!({"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}, {}]}))
-            .contains("1 instruction ids but 2 kwargs"));
+        assert!(
+            err(json!({"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}, {}]}))
+                .contains("1 instruction ids but 2 kwargs")
+        );
         assert!(err(json!({"instruction_id_list": ["length_constraints:number_words"], "kwargs": [{"num_words": 5}]}))
             .contains("kwarg `relation` is not set"));
-        assert!(err(json!({"instruction_id_list": ["length_constraints:number_words"],
-            "kwargs": [{"num_words": "five", "relation": "at least"}]}))
-            .contains("must be a positive integer"));
-        assert!(err(json!({"instruction_id_list": ["length_constraints:number_words"],
-            "kwargs": [{"num_words": 5, "relation": "at most"}]}))
-            .contains("\"less than\" or \"at least\""));
-        assert!(err(json!({"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{"num_words": 5}]}))
-            .contains("unexpected kwargs [\"num_words\"]"));
-        assert!(err(json!({"instruction_id_list": ["keywords:letter_frequency"],
+        assert!(err(
+            json!({"instruction_id_list": ["length_constraints:number_words"],
+            "kwargs": [{"num_words": "five", "relation": "at least"}]})
+        )
+        .contains("must be a positive integer"));
+        assert!(err(
+            json!({"instruction_id_list": ["length_constraints:number_words"],
+            "kwargs": [{"num_words": 5, "relation": "at most"}]})
+        )
+        .contains("\"less than\" or \"at least\""));
+        assert!(err(
+            json!({"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{"num_words": 5}]})
+        )
+        .contains("unexpected kwargs [\"num_words\"]"));
+        assert!(
+            err(json!({"instruction_id_list": ["keywords:letter_frequency"],
             "kwargs": [{"letter": "ab", "let_frequency": 2, "let_relation": "at least"}]}))
-            .contains("one ASCII letter"));
+            .contains("one ASCII letter")
+        );
         assert!(err(json!({"instruction_id_list": ["language:response_language"], "kwargs": [{"language": "sw"}]}))
             .contains("not supported"));
-        assert!(err(json!({"instruction_id_list": ["length_constraints:nth_paragraph_first_word"],
-            "kwargs": [{"num_paragraphs": 2, "nth_paragraph": 3, "first_word": "a"}]}))
-            .contains("greater than"));
-        assert!(err(json!({"instruction_id_list": [7], "kwargs": [{}]})).contains("must be a string"));
-        assert!(err(json!({"instruction_id_list": ["punctuation:no_comma"], "kwargs": [3]})).contains("must be an object"));
+        assert!(err(
+            json!({"instruction_id_list": ["length_constraints:nth_paragraph_first_word"],
+            "kwargs": [{"num_paragraphs": 2, "nth_paragraph": 3, "first_word": "a"}]})
+        )
+        .contains("greater than"));
+        assert!(
+            err(json!({"instruction_id_list": [7], "kwargs": [{}]})).contains("must be a string")
+        );
+        assert!(
+            err(json!({"instruction_id_list": ["punctuation:no_comma"], "kwargs": [3]}))
+                .contains("must be an object")
+        );
     }
 
     #[test]

@@ -7,9 +7,9 @@
 //! match substrings ("cat" is found in "concatenate"), forbidden words match
 //! whole words between `\b` boundaries.
 
-use regex::{Regex, RegexBuilder};
+use regex::Regex;
 
-use super::text::Relation;
+use super::text::{cached_regex, Relation};
 
 /// A case-insensitive literal pattern, optionally between word boundaries.
 pub(crate) fn keyword_regex(keyword: &str, whole_word: bool) -> Result<Regex, String> {
@@ -19,10 +19,7 @@ pub(crate) fn keyword_regex(keyword: &str, whole_word: bool) -> Result<Regex, St
     } else {
         lit
     };
-    RegexBuilder::new(&pattern)
-        .case_insensitive(true)
-        .build()
-        .map_err(|e| format!("keyword `{keyword}`: {e}"))
+    cached_regex(&pattern, true).map_err(|e| format!("keyword `{keyword}`: {e}"))
 }
 
 /// Every keyword occurs (as a substring, ignoring case).

@@ -34,8 +34,8 @@ pub(crate) fn number_words(
 /// between two dividers fails.
 pub(crate) fn number_paragraphs(response: &str, expected: usize) -> Result<(), String> {
     static DIVIDER: OnceLock<Regex> = OnceLock::new();
-    let divider = DIVIDER
-        .get_or_init(|| static_regex(&format!(r"{PY_SPACE_CLASS}?\*\*\*{PY_SPACE_CLASS}?")));
+    let divider =
+        DIVIDER.get_or_init(|| static_regex(&format!(r"{PY_SPACE_CLASS}?\*\*\*{PY_SPACE_CLASS}?")));
     let parts: Vec<&str> = divider.split(response).collect();
     let last = parts.len() - 1;
     let mut n = parts.len();
@@ -51,7 +51,9 @@ pub(crate) fn number_paragraphs(response: &str, expected: usize) -> Result<(), S
     if n == expected {
         Ok(())
     } else {
-        Err(format!("{n} paragraphs separated by ***, expected {expected}"))
+        Err(format!(
+            "{n} paragraphs separated by ***, expected {expected}"
+        ))
     }
 }
 

@@ -93,7 +93,20 @@ fn is_non_word(c: char) -> bool {
 fn is_bad_word_start(c: char) -> bool {
     matches!(
         c,
-        '(' | '"' | '`' | '{' | '[' | ':' | ';' | '&' | '#' | '*' | '@' | ')' | '}' | ']' | '-'
+        '(' | '"'
+            | '`'
+            | '{'
+            | '['
+            | ':'
+            | ';'
+            | '&'
+            | '#'
+            | '*'
+            | '@'
+            | ')'
+            | '}'
+            | ']'
+            | '-'
             | ','
     )
 }
@@ -516,7 +529,10 @@ mod tests {
     fn word_tokens_split_punctuation_but_not_periods() {
         assert_eq!(
             word_tokens("Hello, (world)... e.g. \"x\" -- a. . . b?!"),
-            ["Hello", ",", "(", "world", ")", "...", "e.g.", "\"", "x", "\"", "--", "a", ". . .", "b", "?", "!"]
+            [
+                "Hello", ",", "(", "world", ")", "...", "e.g.", "\"", "x", "\"", "--", "a",
+                ". . .", "b", "?", "!"
+            ]
         );
     }
 

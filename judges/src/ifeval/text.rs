@@ -13,9 +13,10 @@
 //! assert!(!py_isupper("2024"));
 //! ```
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 
 /// Python's `str.isspace` for one character: Unicode White_Space plus the
 /// information separators U+001C..U+001F, which CPython also counts.
@@ -75,9 +76,7 @@ pub fn py_islower(s: &str) -> bool {
 /// "it's" is two words and "state-of-the-art" four.
 pub fn count_words(text: &str) -> usize {
     static WORD: OnceLock<Regex> = OnceLock::new();
-    let word = WORD.get_or_init(|| {
-        static_regex(&format!("{PY_WORD_CLASS}+"))
-    });
+    let word = WORD.get_or_init(|| static_regex(&format!("{PY_WORD_CLASS}+")));
     word.find_iter(text).count()
 }
 
@@ -132,6 +131,33 @@ pub(crate) fn static_regex(pattern: &str) -> Regex {
     Regex::new(pattern).expect("constant ifeval regex")
 }
 
+/// A regex built from metadata (keywords, markers, section names), cached
+/// across samples and batches: the rollouts of one prompt share patterns,
+/// and compiling a case-insensitive Unicode pattern costs far more than
+/// running it on a response (Python's `re` keeps a similar cache, which the
+/// reference relies on). The cache is emptied when it reaches its bound.
+pub(crate) fn cached_regex(pattern: &str, case_insensitive: bool) -> Result<Regex, regex::Error> {
+    const MAX_ENTRIES: usize = 4096;
+    static CACHE: OnceLock<Mutex<HashMap<(bool, String), Regex>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = (case_insensitive, pattern.to_owned());
+    // A poisoned lock only means another thread panicked mid-insert; the
+    // map is still valid, but skipping the cache is simpler and safe.
+    if let Some(re) = cache.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return Ok(re);
+    }
+    let re = RegexBuilder::new(pattern)
+        .case_insensitive(case_insensitive)
+        .build()?;
+    if let Ok(mut map) = cache.lock() {
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(key, re.clone());
+    }
+    Ok(re)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,7 +186,10 @@ mod tests {
     #[test]
     fn whitespace_includes_information_separators() {
         assert_eq!(py_strip("\u{1c} a b \n"), "a b");
-        assert_eq!(py_split(" a\u{1f}b  c ").collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(
+            py_split(" a\u{1f}b  c ").collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
     }
 
     #[test]
