@@ -172,6 +172,17 @@ mod tests {
         assert!(json_format("Here: {\"a\": 1}").is_err());
     }
 
+    // Known differences: Python's json accepts NaN and Infinity, and
+    // crashes on deep nesting, which is valid JSON here.
+    #[test]
+    fn json_differences_from_python() {
+        assert!(json_format("NaN").is_err());
+        assert!(json_format("[Infinity]").is_err());
+        let deep = |n| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(json_format(&deep(100)).is_ok());
+        assert!(json_format(&deep(1_000_000)).is_ok());
+    }
+
     #[test]
     fn titles() {
         assert!(title("<<Poem of Joy>>\ntext").is_ok());
