@@ -23,6 +23,7 @@
 //! ```
 
 mod error;
+pub mod ifeval;
 mod judge;
 pub mod llm;
 pub mod math;
@@ -34,6 +35,7 @@ mod sample;
 mod verdict;
 
 pub use error::JudgeError;
+pub use ifeval::IfevalJudge;
 pub use judge::{FnJudge, Judge};
 pub use math::MathJudge;
 pub use mixture::{

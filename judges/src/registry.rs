@@ -27,6 +27,7 @@ use serde_json::Value;
 use crate::rules::{LengthJudge, RegexJudge};
 use crate::RefusalJudge;
 use crate::{Judge, JudgeError};
+use crate::{IfevalJudge, Judge, JudgeError};
 
 /// A judge as written in a run config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -91,6 +92,9 @@ impl JudgeRegistry {
         r.register("llm", crate::llm::from_params);
         r.register("math", |name, params| {
             Ok(Box::new(crate::MathJudge::from_params(name, params)?))
+        });
+        r.register("ifeval", |name, params| {
+            Ok(Box::new(IfevalJudge::from_params(name, params)?))
         });
         r
     }
