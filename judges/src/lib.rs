@@ -22,6 +22,7 @@
 //! assert!(report.samples[0].is_positive());
 //! ```
 
+mod code;
 mod error;
 mod judge;
 mod mixture;
@@ -30,6 +31,7 @@ mod rules;
 mod sample;
 mod verdict;
 
+pub use code::{extract as code_extract, CodeJudge, CodeParams};
 pub use error::JudgeError;
 pub use judge::{FnJudge, Judge};
 pub use mixture::{

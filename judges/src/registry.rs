@@ -84,6 +84,9 @@ impl JudgeRegistry {
         r.register("length", |name, params| {
             Ok(Box::new(LengthJudge::from_params(name, params)?))
         });
+        r.register("code", |name, params| {
+            Ok(Box::new(crate::CodeJudge::from_params(name, params)?))
+        });
         r
     }
 
