@@ -70,6 +70,10 @@ pub struct CodeParams {
     pub scratch_dir: Option<PathBuf>,
     /// Running as root, slot `i` runs as uid (and gid) `uid_base + i`.
     pub uid_base: u32,
+    /// Let `site` run the `.pth` files of site-packages (slower start);
+    /// by default Python runs with `-S` and site-packages are added to
+    /// `sys.path` without them.
+    pub process_pth_files: bool,
 }
 
 impl Default for CodeParams {
@@ -88,6 +92,7 @@ impl Default for CodeParams {
             allow_unfenced: false,
             scratch_dir: None,
             uid_base: 2_100_000_000,
+            process_pth_files: false,
         }
     }
 }
@@ -172,6 +177,7 @@ impl CodeJudge {
             output_cap: p.max_output_kb.saturating_mul(1024),
             scratch: p.scratch_dir.clone(),
             uid_base: root.then_some(p.uid_base),
+            process_pth_files: p.process_pth_files,
         };
         sandbox.isolation = match find_program(&p.bwrap) {
             None => Isolation::None(format!("`{}` not found", p.bwrap)),

@@ -123,6 +123,8 @@ pub(crate) struct Sandbox {
     pub scratch: Option<PathBuf>,
     /// Set when running as root: the first uid of the per-slot range.
     pub uid_base: Option<u32>,
+    /// Run `site` in full (`.pth` files included) instead of `-S`.
+    pub process_pth_files: bool,
 }
 
 /// How a run ended.
@@ -175,8 +177,11 @@ impl Sandbox {
         }
         let launcher = launcher(uid, self.max_processes);
         let token = token();
-        let mut py_args: Vec<OsString> = vec!["-I".into(), "-B".into(), "-c".into()];
-        py_args.push(launcher.into());
+        let mut py_args: Vec<OsString> = vec!["-I".into(), "-B".into()];
+        if !self.process_pth_files {
+            py_args.push("-S".into());
+        }
+        py_args.extend(["-c".into(), launcher.into()]);
         let (program_path, args, cwd) = match &self.isolation {
             Isolation::Bwrap(bwrap) => {
                 let mut args = self.bwrap_args(dir, uid.is_some());
@@ -281,7 +286,10 @@ impl Sandbox {
     }
 }
 
-/// The Python program that sets the last limits and runs `main.py`.
+/// The Python program that sets the last limits and runs `main.py`. Under
+/// `-S` it does what `site` does except running `.pth` files (host code
+/// that costs tens of milliseconds per start): site-packages on the path,
+/// and `exit`, `quit`, `help` as builtins.
 fn launcher(uid: Option<u32>, max_processes: u64) -> String {
     let drop = match uid {
         Some(u) => format!("os.setgroups([]); os.setgid({u}); os.setuid({u})"),
@@ -295,6 +303,10 @@ fn launcher(uid: Option<u32>, max_processes: u64) -> String {
          \x20   os.dup2(null, 0)\n\
          \x20   os.close(null)\n\
          \x20   import resource, runpy\n\
+         \x20   if sys.flags.no_site:\n\
+         \x20       import site\n\
+         \x20       site.setquit(); site.setcopyright(); site.sethelper()\n\
+         \x20       sys.path.extend(p for p in site.getsitepackages() if os.path.isdir(p))\n\
          \x20   {drop}\n\
          \x20   resource.setrlimit(resource.RLIMIT_NPROC, ({max_processes}, {max_processes}))\n\
          \x20   os.write(1, b'{START}\\n')\n\

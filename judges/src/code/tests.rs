@@ -370,3 +370,20 @@ fn bad_interpreter_and_params() {
         assert!(CodeJudge::from_params("code", &bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn site_builtins_and_packages_without_pth_files() {
+    let code = "import sys\nassert any(p.endswith('site-packages') for p in sys.path), sys.path\nassert callable(exit) and callable(quit)";
+    for pth in [false, true] {
+        let f = isolated_fixture(json!({"process_pth_files": pth}));
+        assert_eq!(
+            f.one(&fenced(code), asserts(&["assert True"])),
+            Verdict::Pass
+        );
+        let no_site = f.one(
+            &fenced("import sys\nassert sys.flags.no_site"),
+            asserts(&["assert True"]),
+        );
+        assert_eq!(no_site.is_pass(), !pth, "{no_site:?}");
+    }
+}
