@@ -373,7 +373,7 @@ fn bad_interpreter_and_params() {
 
 #[test]
 fn site_builtins_and_packages_without_pth_files() {
-    let code = "import sys\nassert any(p.endswith('site-packages') for p in sys.path), sys.path\nassert callable(exit) and callable(quit)";
+    let code = "import sys\nassert any(p.endswith(('site-packages', 'dist-packages')) for p in sys.path), sys.path\nassert callable(exit) and callable(quit)";
     for pth in [false, true] {
         let f = isolated_fixture(json!({"process_pth_files": pth}));
         assert_eq!(
@@ -385,5 +385,30 @@ fn site_builtins_and_packages_without_pth_files() {
             asserts(&["assert True"]),
         );
         assert_eq!(no_site.is_pass(), !pth, "{no_site:?}");
+    }
+}
+
+#[test]
+fn bwrap_binds_no_host_path_writable() {
+    let f = isolated_fixture(json!({}));
+    let sandbox = f.judge.sandbox().unwrap();
+    for as_root in [true, false] {
+        let args = sandbox.bwrap_args(Path::new("/private"), as_root);
+        let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into()).collect();
+        eprintln!("bwrap {} <python> ...", args.join(" "));
+        for flag in [
+            "--unshare-net",
+            "--unshare-pid",
+            "--die-with-parent",
+            "--new-session",
+            "--clearenv",
+        ] {
+            assert!(args.iter().any(|a| a == flag), "{flag} missing");
+        }
+        for flag in ["--bind", "--bind-try", "--dev-bind", "--share-net"] {
+            assert!(!args.iter().any(|a| a == flag), "{flag} present");
+        }
+        assert_eq!(args.iter().any(|a| a == "--unshare-user"), !as_root);
+        assert_eq!(args.last().map(String::as_str), Some("--"));
     }
 }
