@@ -29,6 +29,7 @@ mod process;
 mod sandbox;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Once, OnceLock};
 use std::time::Duration;
 
@@ -68,7 +69,9 @@ pub struct CodeParams {
     pub allow_unfenced: bool,
     /// Where private dirs are made; default: the system temp dir.
     pub scratch_dir: Option<PathBuf>,
-    /// Running as root, slot `i` runs as uid (and gid) `uid_base + i`.
+    /// Running as root, each run drops to its own uid (and gid) from
+    /// `uid_base` on: the judges of one process take disjoint blocks of
+    /// `parallelism` uids, and each pool thread one uid of its block.
     pub uid_base: u32,
     /// Let `site` run the `.pth` files of site-packages (slower start);
     /// by default Python runs with `-S` and site-packages are added to
@@ -101,11 +104,16 @@ impl Default for CodeParams {
 pub struct CodeJudge {
     name: String,
     params: CodeParams,
+    /// First uid of this judge's block (as root).
+    first_uid: u32,
     pool: rayon::ThreadPool,
     runtime: OnceLock<Result<Sandbox, String>>,
 }
 
 static UNISOLATED_WARNING: Once = Once::new();
+
+/// uids handed out to judges of this process so far, above `uid_base`.
+static UIDS_TAKEN: AtomicU32 = AtomicU32::new(0);
 
 impl CodeJudge {
     pub fn new(name: impl Into<String>, params: CodeParams) -> Result<Self, JudgeError> {
@@ -136,9 +144,16 @@ impl CodeJudge {
             .thread_name(|i| format!("cgpo-code-{i}"))
             .build()
             .map_err(|e| bad(format!("thread pool: {e}")))?;
+        let block = u32::try_from(threads).map_err(|_| bad("parallelism too large".into()))?;
+        let first_uid = params
+            .uid_base
+            .checked_add(UIDS_TAKEN.fetch_add(block, Ordering::Relaxed))
+            .filter(|first| first.checked_add(block).is_some_and(|end| end < u32::MAX))
+            .ok_or_else(|| bad("no uids left above uid_base".into()))?;
         Ok(Self {
             name,
             params,
+            first_uid,
             pool,
             runtime: OnceLock::new(),
         })
@@ -176,7 +191,7 @@ impl CodeJudge {
             timeout: Duration::from_secs_f64(p.timeout_s),
             output_cap: p.max_output_kb.saturating_mul(1024),
             scratch: p.scratch_dir.clone(),
-            uid_base: root.then_some(p.uid_base),
+            uid_base: root.then_some(self.first_uid),
             process_pth_files: p.process_pth_files,
         };
         sandbox.isolation = match find_program(&p.bwrap) {

@@ -11,8 +11,8 @@
 //! Running as root, RLIMIT_NPROC does not apply to uid 0, so bwrap runs
 //! without a user namespace (it is privileged already) and hands the
 //! launcher CAP_SETUID/CAP_SETGID, which it uses to drop to a per-slot uid
-//! (`uid_base + slot`) before any candidate code runs; that uid's process
-//! count is this run alone. Not root, bwrap makes a user namespace and the
+//! (the judge's first uid + the pool thread's index) before any candidate
+//! code runs; that uid's process count is this run alone. Not root, bwrap makes a user namespace and the
 //! limit counts the processes of that namespace.
 //!
 //! The launcher reads a random token from stdin, writes a start marker,

@@ -190,6 +190,7 @@ fn fork_bomb_is_contained() {
     // The pid namespace goes with its init; give the kernel a moment.
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(processes_with_uid_at_least(f.judge.params.uid_base), 0);
+    assert!(f.judge.first_uid >= f.judge.params.uid_base);
     // The limit holds inside: 16 processes, not thousands.
     let count = "import os, time\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n            time.sleep(5)\n            os._exit(0)\n        n += 1\nexcept OSError:\n    pass\nprint(n)\nassert n < 16, n";
     assert_eq!(
