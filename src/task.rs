@@ -199,12 +199,12 @@ mod tests {
     fn judge_problems_name_the_config_key() {
         let unknown = config(
             json!([{"name": "a", "reward": {"model": "rm"}, "optimizer": {"name": "crpg"},
-            "judges": [{"name": "length", "params": {"max_words": 2}}, {"name": "ifeval"}]}]),
+            "judges": [{"name": "length", "params": {"max_words": 2}}, {"name": "ifevil"}]}]),
         );
         let msg = build_err(&unknown);
         assert!(
             msg.starts_with(
-                "config `tasks[0].judges[1]`: unknown judge `ifeval` (known: length, llm, refusal, regex)"
+                "config `tasks[0].judges[1]`: unknown judge `ifevil` (known: code, ifeval, length, llm, math, refusal, regex)"
             ),
             "{msg}"
         );

@@ -22,6 +22,7 @@
 //! assert!(report.samples[0].is_positive());
 //! ```
 
+mod code;
 mod error;
 pub mod ifeval;
 mod judge;
@@ -34,6 +35,7 @@ mod rules;
 mod sample;
 mod verdict;
 
+pub use code::{extract as code_extract, CodeJudge, CodeParams};
 pub use error::JudgeError;
 pub use ifeval::IfevalJudge;
 pub use judge::{FnJudge, Judge};

@@ -25,9 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::rules::{LengthJudge, RegexJudge};
-use crate::RefusalJudge;
-use crate::{Judge, JudgeError};
-use crate::{IfevalJudge, Judge, JudgeError};
+use crate::{CodeJudge, IfevalJudge, Judge, JudgeError, MathJudge, RefusalJudge};
 
 /// A judge as written in a run config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -91,10 +89,13 @@ impl JudgeRegistry {
         });
         r.register("llm", crate::llm::from_params);
         r.register("math", |name, params| {
-            Ok(Box::new(crate::MathJudge::from_params(name, params)?))
+            Ok(Box::new(MathJudge::from_params(name, params)?))
         });
         r.register("ifeval", |name, params| {
             Ok(Box::new(IfevalJudge::from_params(name, params)?))
+        });
+        r.register("code", |name, params| {
+            Ok(Box::new(CodeJudge::from_params(name, params)?))
         });
         r
     }
