@@ -5,7 +5,7 @@
 #   scripts/serve-smollm2.sh start [PORT]   # installs once (compiles llama.cpp,
 #                                           # minutes), starts in the background,
 #                                           # waits until ready, prints the URL
-#   scripts/serve-smollm2.sh stop
+#   scripts/serve-smollm2.sh stop [PORT]
 #
 # The venv is cached in $CGPO_CACHE (default ~/.cache/cgpo); the model comes
 # from scripts/fetch-smollm2.sh.
@@ -14,8 +14,6 @@ set -euo pipefail
 VERSION=0.3.36
 CACHE=${CGPO_CACHE:-$HOME/.cache/cgpo}
 VENV=$CACHE/llama-server-venv
-PIDFILE=$CACHE/llama-server.pid
-LOG=$CACHE/llama-server.log
 here=$(cd "$(dirname "$0")" && pwd)
 
 install() {
@@ -34,7 +32,8 @@ start() {
     local model
     model=$("$here/fetch-smollm2.sh")
     install
-    stop_quietly
+    stop_quietly "$port"
+    local PIDFILE=$CACHE/llama-server-$port.pid LOG=$CACHE/llama-server-$port.log
     mkdir -p "$CACHE"
     # Bound to loopback only; logits_all lets chat completions return logprobs.
     nohup "$VENV/bin/python" -m llama_cpp.server --model "$model" --host 127.0.0.1 --port "$port" \
@@ -57,6 +56,7 @@ start() {
 }
 
 stop_quietly() {
+    local PIDFILE=$CACHE/llama-server-${1:-8765}.pid
     if [ -f "$PIDFILE" ]; then
         kill "$(cat "$PIDFILE")" 2>/dev/null || true
         rm -f "$PIDFILE"
@@ -65,6 +65,6 @@ stop_quietly() {
 
 case "${1:-}" in
     start) start "${2:-}" ;;
-    stop) stop_quietly ;;
-    *) echo "usage: $0 start [PORT] | stop" >&2; exit 2 ;;
+    stop) stop_quietly "${2:-}" ;;
+    *) echo "usage: $0 start [PORT] | stop [PORT]" >&2; exit 2 ;;
 esac

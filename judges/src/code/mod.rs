@@ -298,7 +298,7 @@ fn build_program(sample: &SampleView<'_>, allow_unfenced: bool) -> Result<String
             )));
         }
     }
-    if t.test.is_none() && t.unit_tests.as_ref().map_or(true, Vec::is_empty) {
+    if t.test.is_none() && t.unit_tests.as_ref().is_none_or(Vec::is_empty) {
         return Err(Verdict::error(
             "metadata has neither `test` (with `entry_point`) nor `unit_tests`",
         ));
