@@ -37,6 +37,8 @@ pub enum Error {
     Baseline(String),
     #[error(transparent)]
     Judge(#[from] JudgeError),
+    #[error("{op}: {message}")]
+    Op { op: &'static str, message: String },
     #[error("tensor: {0}")]
     Tensor(#[from] candle_core::Error),
 }

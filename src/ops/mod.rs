@@ -1,0 +1,190 @@
+//! Fused per-token log-probs and KL (cgpo-spec sections 4 and 6): the hot
+//! paths of every rollout and loss.
+//!
+//! - [`token_logprobs`]: `log softmax(z)[y]` per row of `[N, V]` logits.
+//! - [`token_kl`]: the exact KL(p || q) per row from policy and reference
+//!   logits.
+//! - [`kl_estimate`]: the k1 / k2 / k3 estimators on per-token log-probs.
+//!
+//! Both fused ops read each logits row once (an online max / sum-exp), never
+//! materialise a `[N, V]` log-softmax, accumulate in f32/f64 whatever the
+//! input dtype (f32, bf16, f16), return f32, skip masked rows (output 0,
+//! gradient 0), and have a backward pass w.r.t. the (policy) logits, so they
+//! compose with autograd. The [`naive`] module builds the same values from
+//! candle ops, as the reference for tests and benchmarks.
+//!
+//! ```
+//! use candle_core::{Device, Tensor, Var};
+//! use cgpo::ops::{naive, token_logprobs};
+//! let z = Var::new(&[[1.0f32, 2.0, 3.0], [0.0, 0.0, 5.0]], &Device::Cpu)?;
+//! let y = Tensor::new(&[2u32, 0], &Device::Cpu)?;
+//! let logp = token_logprobs(z.as_tensor(), &y, None)?;
+//! let want = naive::token_logprobs(z.as_tensor(), &y, None)?;
+//! let diff = (logp.clone() - want)?.abs()?.max(0)?.to_scalar::<f32>()?;
+//! assert!(diff < 1e-6);
+//! let grads = logp.sum_all()?.backward()?;
+//! assert_eq!(grads.get(&z).unwrap().dims(), &[2, 3]);
+//! # Ok::<(), cgpo::Error>(())
+//! ```
+
+mod cpu;
+pub mod naive;
+mod op;
+pub mod simd;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::KlEstimator;
+use crate::error::{Error, Result};
+
+fn op_error(op: &'static str, message: impl Into<String>) -> Error {
+    Error::Op {
+        op,
+        message: message.into(),
+    }
+}
+
+/// Checks the logits and returns (N, V), with the logits made contiguous.
+fn logits_2d(op: &'static str, logits: &Tensor) -> Result<(Tensor, usize, usize)> {
+    let (n, v) = logits.dims2().map_err(|_| {
+        op_error(
+            op,
+            format!("logits must be [N, V], got {:?}", logits.dims()),
+        )
+    })?;
+    if !matches!(logits.dtype(), DType::F32 | DType::BF16 | DType::F16) {
+        return Err(op_error(
+            op,
+            format!("logits must be f32, bf16 or f16, got {:?}", logits.dtype()),
+        ));
+    }
+    if v == 0 {
+        return Err(op_error(op, "the vocabulary is empty"));
+    }
+    Ok((logits.contiguous()?, n, v))
+}
+
+/// The mask as one byte per row (non-zero = keep); all rows when `None`.
+fn mask_bytes(op: &'static str, mask: Option<&Tensor>, n: usize) -> Result<Vec<u8>> {
+    let Some(mask) = mask else {
+        return Ok(vec![1; n]);
+    };
+    if mask.dims() != [n] {
+        return Err(op_error(
+            op,
+            format!("the mask must be [{n}], got {:?}", mask.dims()),
+        ));
+    }
+    let m = mask.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    Ok(m.into_iter().map(|x| u8::from(x != 0.0)).collect())
+}
+
+fn cpu_only(op: &'static str, t: &Tensor) -> Result<()> {
+    match t.device() {
+        Device::Cpu => Ok(()),
+        other => Err(op_error(
+            op,
+            format!("tensors on {other:?} are not supported by this build's fused op; the CUDA kernels are in kernels/ (feature `cuda`)"),
+        )),
+    }
+}
+
+/// Log-probability of each row's target: `z[i, y_i] - logsumexp(z[i])`,
+/// `[N, V]` logits (f32 / bf16 / f16) and `[N]` integer targets -> `[N]` f32.
+/// Masked rows (mask 0) give 0 and no gradient. Differentiable w.r.t. the
+/// logits.
+pub fn token_logprobs(logits: &Tensor, targets: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    const OP: &str = "token_logprobs";
+    let (logits, n, _) = logits_2d(OP, logits)?;
+    cpu_only(OP, &logits)?;
+    if targets.dims() != [n] {
+        return Err(op_error(
+            OP,
+            format!("targets must be [{n}], got {:?}", targets.dims()),
+        ));
+    }
+    let targets = match targets.dtype() {
+        DType::U32 => targets.contiguous()?,
+        DType::U8 | DType::I64 | DType::I32 | DType::I16 => {
+            let t = targets.to_dtype(DType::I64)?.to_vec1::<i64>()?;
+            if let Some((i, y)) = t
+                .iter()
+                .enumerate()
+                .find(|(_, &y)| !(0..=i64::from(u32::MAX)).contains(&y))
+            {
+                return Err(op_error(
+                    OP,
+                    format!("target id {y} at row {i} is negative or too large"),
+                ));
+            }
+            Tensor::new(
+                t.into_iter().map(|y| y as u32).collect::<Vec<_>>(),
+                targets.device(),
+            )?
+        }
+        other => {
+            return Err(op_error(
+                OP,
+                format!("targets must be integers, got {other:?}"),
+            ))
+        }
+    };
+    let mask = mask_bytes(OP, mask, n)?;
+    let out = logits.apply_op2(&targets, op::LogProbFwd { mask })?;
+    Ok(out.narrow(1, 0, 1)?.squeeze(1)?)
+}
+
+/// The exact KL(p || q) = Σ_v p_v (log p_v - log q_v) per row, from policy
+/// logits (p) and reference logits (q) of the same shape and dtype -> `[N]`
+/// f32. The gradient flows to the policy logits only.
+pub fn token_kl(
+    policy_logits: &Tensor,
+    ref_logits: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    const OP: &str = "token_kl";
+    let (zp, n, _) = logits_2d(OP, policy_logits)?;
+    let (zq, _, _) = logits_2d(OP, ref_logits)?;
+    if zp.dims() != zq.dims() || zp.dtype() != zq.dtype() {
+        return Err(op_error(
+            OP,
+            format!(
+                "policy logits are {:?} {:?} but reference logits are {:?} {:?}",
+                zp.dims(),
+                zp.dtype(),
+                zq.dims(),
+                zq.dtype()
+            ),
+        ));
+    }
+    cpu_only(OP, &zp)?;
+    let mask = mask_bytes(OP, mask, n)?;
+    let out = zp.apply_op2(&zq.detach(), op::KlFwd { mask })?;
+    Ok(out.narrow(1, 0, 1)?.squeeze(1)?)
+}
+
+/// Per-token KL estimates from the log-probs of the sampled tokens under the
+/// policy (`logp`) and the reference (`logq`), elementwise:
+/// k1 = logp - logq; k2 = (logp - logq)^2 / 2;
+/// k3 = exp(logq - logp) - (logq - logp) - 1 with the log-ratio clamped to
+/// ±20 and k3 to ±10 (as peers do). `Full` needs logits: use [`token_kl`].
+pub fn kl_estimate(logp: &Tensor, logq: &Tensor, estimator: KlEstimator) -> Result<Tensor> {
+    let d = (logp - logq)?;
+    Ok(match estimator {
+        KlEstimator::K1 => d,
+        KlEstimator::K2 => (d.sqr()? * 0.5)?,
+        KlEstimator::K3 => {
+            let r = d.neg()?.clamp(-20f32, 20f32)?;
+            ((r.exp()? - r)? - 1.0)?.clamp(-10f32, 10f32)?
+        }
+        KlEstimator::Full => {
+            return Err(op_error(
+                "kl_estimate",
+                "the `full` estimator needs both logits rows: use token_kl",
+            ))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;
