@@ -37,6 +37,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod local_judge;
+pub mod ops;
 pub mod reward;
 pub mod strata;
 pub mod task;
