@@ -28,6 +28,8 @@
 //! ```
 
 mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod naive;
 mod op;
 pub mod simd;
