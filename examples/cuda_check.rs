@@ -151,6 +151,39 @@ fn masked(mask: Option<&[u8]>, i: usize) -> bool {
     mask.is_some_and(|m| m[i] == 0)
 }
 
+/// (logp, kl) per row from the crate's fused CPU ops on the same (rounded)
+/// inputs; `None` where the CPU path rejects the case (an out-of-range target).
+fn cpu_fused(
+    zp: &[f32],
+    zq: &[f32],
+    n: usize,
+    v: usize,
+    y: &[u32],
+    mask: Option<&[u8]>,
+) -> Option<(Vec<f64>, Vec<f64>)> {
+    use candle_core::{Device, Tensor};
+    let dev = Device::Cpu;
+    let p = Tensor::from_vec(zp.to_vec(), (n, v), &dev).ok()?;
+    let q = Tensor::from_vec(zq.to_vec(), (n, v), &dev).ok()?;
+    let t = Tensor::new(y.to_vec(), &dev).ok()?;
+    let m = match mask {
+        Some(m) => Some(Tensor::new(m.to_vec(), &dev).ok()?),
+        None => None,
+    };
+    let lp = cgpo::ops::token_logprobs(&p, &t, m.as_ref())
+        .ok()?
+        .to_vec1::<f32>()
+        .ok()?;
+    let kl = cgpo::ops::token_kl(&p, &q, m.as_ref())
+        .ok()?
+        .to_vec1::<f32>()
+        .ok()?;
+    Some((
+        lp.into_iter().map(f64::from).collect(),
+        kl.into_iter().map(f64::from).collect(),
+    ))
+}
+
 /// (logp, lse) per row.
 fn cpu_reference_logprob_fwd(
     z: &[f32],
@@ -608,6 +641,25 @@ fn run_case(k: &CudaKernels, case: &Case, dtype: DType, check: &mut Check) -> An
         &want_kl,
         kl_tol,
     );
+    // The same outputs against the crate's fused CPU path (cgpo::ops).
+    if let Some((cpu_logp, cpu_kl)) = cpu_fused(&zp, &zq, n, v, &case.y, mask) {
+        check.compare(
+            name,
+            dtype,
+            "logp vs cpu ops",
+            &stream.clone_dtoh(&fwd.logp)?,
+            &cpu_logp,
+            row_tol,
+        );
+        check.compare(
+            name,
+            dtype,
+            "kl vs cpu ops",
+            &stream.clone_dtoh(&kl.kl)?,
+            &cpu_kl,
+            kl_tol,
+        );
+    }
     check.compare(
         name,
         dtype,
