@@ -8,12 +8,15 @@
 //!     cargo run --release --example bench_kernels -- --n 1024 --v 49152 --json out.json
 //!
 //! The composed candle ops materialise several [N, V] tensors, so they are
-//! skipped above `--composed-max` elements.
+//! skipped above `--composed-max` elements. `fwd+bwd` rows go through candle's
+//! autograd (which accumulates each gradient into a fresh zeroed [N, V]
+//! tensor); the `fwd+bwd*` row calls the fused forward and backward kernels
+//! directly (`token_logprobs_and_grad`).
 
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor, Var};
-use cgpo::ops::{naive, simd, token_kl, token_logprobs};
+use cgpo::ops::{naive, simd, token_kl, token_logprobs, token_logprobs_and_grad};
 use clap::Parser;
 use rayon::prelude::*;
 use serde_json::json;
@@ -90,13 +93,12 @@ fn main() -> cgpo::Result<()> {
                 rows.push(json!({"case": case, "n": n, "v": v, "ms": d.as_secs_f64() * 1e3, "gbps": gbps}));
             };
 
+            // The memory floor: a vectorised max over the same bytes (one
+            // load and one op per 8 floats), row by row like the kernels.
             let flat = z.as_tensor().flatten_all()?;
             let slice = flat.to_vec1::<f32>()?;
             let d = time(args.seconds, || {
-                let s: f32 = slice
-                    .par_chunks(1 << 16)
-                    .map(|c| c.iter().sum::<f32>())
-                    .sum();
+                let s = slice.par_chunks(v).map(simd::max).reduce(|| f32::MIN, f32::max);
                 std::hint::black_box(s);
                 Ok(())
             })?;
@@ -115,6 +117,12 @@ fn main() -> cgpo::Result<()> {
                 Ok(())
             })?;
             report("fused logp fwd+bwd", d, bytes);
+            let ones = Tensor::ones(n, candle_core::DType::F32, &dev)?;
+            let d = time(args.seconds, || {
+                std::hint::black_box(token_logprobs_and_grad(z.as_tensor(), &y, None, &ones)?);
+                Ok(())
+            })?;
+            report("fused logp fwd+bwd*", d, bytes);
             let d = time(args.seconds, || {
                 Ok(drop(token_kl(z.as_tensor(), &zq, None)?))
             })?;

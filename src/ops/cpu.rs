@@ -5,6 +5,7 @@
 //! a block and f64 across blocks, whatever the input dtype; bf16 and f16
 //! blocks are converted to f32 in a stack buffer.
 
+use half::vec::HalfBitsVecExt;
 use half::{bf16, f16, slice::HalfFloatSliceExt};
 use rayon::prelude::*;
 
@@ -22,6 +23,8 @@ pub trait Element: Copy + Send + Sync + 'static {
     fn from_f32(src: &[f32], dst: &mut [Self]);
     fn get(self) -> f32;
     fn add_f32(&mut self, v: f32);
+    /// A zeroed vector, allocated zeroed (calloc) rather than written.
+    fn zeroed_vec(len: usize) -> Vec<Self>;
 }
 
 impl Element for f32 {
@@ -42,6 +45,9 @@ impl Element for f32 {
     }
     fn add_f32(&mut self, v: f32) {
         *self += v
+    }
+    fn zeroed_vec(len: usize) -> Vec<Self> {
+        vec![0.0; len]
     }
 }
 
@@ -65,6 +71,9 @@ macro_rules! half_element {
             }
             fn add_f32(&mut self, v: f32) {
                 *self = <$t>::from_f32(self.to_f32() + v)
+            }
+            fn zeroed_vec(len: usize) -> Vec<Self> {
+                vec![0u16; len].reinterpret_into()
             }
         }
     };

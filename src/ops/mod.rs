@@ -81,6 +81,24 @@ fn mask_bytes(op: &'static str, mask: Option<&Tensor>, n: usize) -> Result<Vec<u
     Ok(m.into_iter().map(|x| u8::from(x != 0.0)).collect())
 }
 
+/// `[N]` integer targets as contiguous u32.
+fn u32_targets(op: &'static str, targets: &Tensor, n: usize) -> Result<Tensor> {
+    if targets.dims() != [n] {
+        return Err(op_error(op, format!("targets must be [{n}], got {:?}", targets.dims())));
+    }
+    Ok(match targets.dtype() {
+        DType::U32 => targets.contiguous()?,
+        DType::U8 | DType::I64 | DType::I32 | DType::I16 => {
+            let t = targets.to_dtype(DType::I64)?.to_vec1::<i64>()?;
+            if let Some((i, y)) = t.iter().enumerate().find(|(_, &y)| !(0..=i64::from(u32::MAX)).contains(&y)) {
+                return Err(op_error(op, format!("target id {y} at row {i} is negative or too large")));
+            }
+            Tensor::new(t.into_iter().map(|y| y as u32).collect::<Vec<_>>(), targets.device())?
+        }
+        other => return Err(op_error(op, format!("targets must be integers, got {other:?}"))),
+    })
+}
+
 fn cpu_only(op: &'static str, t: &Tensor) -> Result<()> {
     match t.device() {
         Device::Cpu => Ok(()),
@@ -134,6 +152,31 @@ pub fn token_logprobs(logits: &Tensor, targets: &Tensor, mask: Option<&Tensor>) 
     let mask = mask_bytes(OP, mask, n)?;
     let out = logits.apply_op2(&targets, op::LogProbFwd { mask })?;
     Ok(out.narrow(1, 0, 1)?.squeeze(1)?)
+}
+
+/// The log-probs and, in the same call and outside autograd, the gradient
+/// of `Σ_i g_i logp_i` w.r.t. the logits (`g` = `grad_out`, `[N]`): for
+/// hand-written backward passes, and to time the fused kernels without the
+/// autograd engine's gradient accumulation.
+pub fn token_logprobs_and_grad(
+    logits: &Tensor,
+    targets: &Tensor,
+    mask: Option<&Tensor>,
+    grad_out: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "token_logprobs_and_grad";
+    let (logits, n, _) = logits_2d(OP, logits)?;
+    if grad_out.dims() != [n] {
+        return Err(op_error(OP, format!("grad_out must be [{n}], got {:?}", grad_out.dims())));
+    }
+    let targets = u32_targets(OP, targets, n)?;
+    let mask = mask_bytes(OP, mask, n)?;
+    cpu_only(OP, &logits)?;
+    let res = logits.apply_op2_no_bwd(&targets, &op::LogProbFwd { mask: mask.clone() })?;
+    let g0 = grad_out.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let bwd = op::LogProbBwd::new(&targets, mask, &res, g0, vec![0.0; n])?;
+    let grad = logits.apply_op1_no_bwd(&bwd)?;
+    Ok((res.narrow(1, 0, 1)?.squeeze(1)?, grad))
 }
 
 /// The exact KL(p || q) = Σ_v p_v (log p_v - log q_v) per row, from policy

@@ -98,20 +98,60 @@ impl CustomOp2 for LogProbFwd {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let res = res.to_vec2::<f32>()?;
         let grad = grad.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        let op = LogProbBwd {
-            targets: targets.to_vec1::<u32>()?,
-            mask: self.mask.clone(),
-            lse: res.iter().map(|r| r[1]).collect(),
-            g0: grad.iter().map(|g| g[0]).collect(),
-            g1: grad.iter().map(|g| g[1]).collect(),
-        };
+        let op = LogProbBwd::new(
+            targets,
+            self.mask.clone(),
+            res,
+            grad.iter().map(|g| g[0]).collect(),
+            grad.iter().map(|g| g[1]).collect(),
+        )?;
         Ok((Some(logits.apply_op1_no_bwd(&op)?), None))
     }
 }
 
-struct LogProbBwd {
+impl LogProbBwd {
+    /// From the forward's `[N, 2]` result and the upstream gradients of the
+    /// log-prob (`g0`) and of the log-sum-exp (`g1`).
+    pub(super) fn new(targets: &Tensor, mask: Vec<u8>, res: &Tensor, g0: Vec<f32>, g1: Vec<f32>) -> Result<Self> {
+        let res = res.to_vec2::<f32>()?;
+        Ok(Self {
+            targets: targets.to_vec1::<u32>()?,
+            mask,
+            lse: res.iter().map(|r| r[1]).collect(),
+            g0,
+            g1,
+        })
+    }
+}
+
+/// A zeroed output buffer for a gradient. Large buffers are marked for
+/// transparent huge pages before they are first touched: writing a fresh
+/// 200 MB gradient otherwise takes ~50,000 page faults, which cost more than
+/// the kernel itself.
+fn gradient_buffer<T: cpu::Element>(len: usize) -> Vec<T> {
+    let v = T::zeroed_vec(len);
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let bytes = len * std::mem::size_of::<T>();
+        if bytes >= 4 * HUGE {
+            let start = v.as_ptr() as usize;
+            let aligned = (start + HUGE - 1) & !(HUGE - 1);
+            let end = (start + bytes) & !(HUGE - 1);
+            if end > aligned {
+                // SAFETY: the range lies inside the allocation; MADV_HUGEPAGE
+                // is only a hint and does not change the memory's contents.
+                unsafe {
+                    libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_HUGEPAGE);
+                }
+            }
+        }
+    }
+    v
+}
+
+pub(super) struct LogProbBwd {
     targets: Vec<u32>,
     mask: Vec<u8>,
     lse: Vec<f32>,
@@ -129,7 +169,7 @@ impl CustomOp1 for LogProbBwd {
         macro_rules! run {
             ($z:expr, $t:ty, $variant:ident) => {{
                 let z = contiguous($z, l, "logits")?;
-                let mut g = vec![<$t>::default(); n * v];
+                let mut g = gradient_buffer::<$t>(n * v);
                 cpu::logprob_bwd(
                     z,
                     v,
@@ -257,7 +297,7 @@ impl CustomOp2 for KlBwd {
                     contiguous($p, l1, "policy logits")?,
                     contiguous($q, l2, "reference logits")?,
                 );
-                let mut g = vec![<$t>::default(); n * v];
+                let mut g = gradient_buffer::<$t>(n * v);
                 cpu::kl_bwd(p, q, v, &self.mask, &self.res, &self.g0, &self.g1, &mut g);
                 CpuStorage::$variant(g)
             }};
