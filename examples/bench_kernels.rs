@@ -98,7 +98,10 @@ fn main() -> cgpo::Result<()> {
             let flat = z.as_tensor().flatten_all()?;
             let slice = flat.to_vec1::<f32>()?;
             let d = time(args.seconds, || {
-                let s = slice.par_chunks(v).map(simd::max).reduce(|| f32::MIN, f32::max);
+                let s = slice
+                    .par_chunks(v)
+                    .map(simd::max)
+                    .reduce(|| f32::MIN, f32::max);
                 std::hint::black_box(s);
                 Ok(())
             })?;
@@ -106,7 +109,8 @@ fn main() -> cgpo::Result<()> {
             drop(slice);
 
             let d = time(args.seconds, || {
-                Ok(drop(token_logprobs(z.as_tensor(), &y, None)?))
+                std::hint::black_box(token_logprobs(z.as_tensor(), &y, None)?);
+                Ok(())
             })?;
             report("fused logp fwd", d, bytes);
             let d = time(args.seconds, || {
@@ -124,7 +128,8 @@ fn main() -> cgpo::Result<()> {
             })?;
             report("fused logp fwd+bwd*", d, bytes);
             let d = time(args.seconds, || {
-                Ok(drop(token_kl(z.as_tensor(), &zq, None)?))
+                std::hint::black_box(token_kl(z.as_tensor(), &zq, None)?);
+                Ok(())
             })?;
             report("fused KL fwd", d, 2.0 * bytes);
             let d = time(args.seconds, || {
@@ -136,7 +141,8 @@ fn main() -> cgpo::Result<()> {
 
             if n * v <= args.composed_max {
                 let d = time(args.seconds, || {
-                    Ok(drop(naive::token_logprobs(z.as_tensor(), &y, None)?))
+                    std::hint::black_box(naive::token_logprobs(z.as_tensor(), &y, None)?);
+                    Ok(())
                 })?;
                 report("candle logp fwd", d, bytes);
                 let d = time(args.seconds, || {
@@ -148,7 +154,8 @@ fn main() -> cgpo::Result<()> {
                 })?;
                 report("candle logp fwd+bwd", d, bytes);
                 let d = time(args.seconds, || {
-                    Ok(drop(naive::token_kl(z.as_tensor(), &zq, None)?))
+                    std::hint::black_box(naive::token_kl(z.as_tensor(), &zq, None)?);
+                    Ok(())
                 })?;
                 report("candle KL fwd", d, 2.0 * bytes);
             }

@@ -84,18 +84,36 @@ fn mask_bytes(op: &'static str, mask: Option<&Tensor>, n: usize) -> Result<Vec<u
 /// `[N]` integer targets as contiguous u32.
 fn u32_targets(op: &'static str, targets: &Tensor, n: usize) -> Result<Tensor> {
     if targets.dims() != [n] {
-        return Err(op_error(op, format!("targets must be [{n}], got {:?}", targets.dims())));
+        return Err(op_error(
+            op,
+            format!("targets must be [{n}], got {:?}", targets.dims()),
+        ));
     }
     Ok(match targets.dtype() {
         DType::U32 => targets.contiguous()?,
         DType::U8 | DType::I64 | DType::I32 | DType::I16 => {
             let t = targets.to_dtype(DType::I64)?.to_vec1::<i64>()?;
-            if let Some((i, y)) = t.iter().enumerate().find(|(_, &y)| !(0..=i64::from(u32::MAX)).contains(&y)) {
-                return Err(op_error(op, format!("target id {y} at row {i} is negative or too large")));
+            if let Some((i, y)) = t
+                .iter()
+                .enumerate()
+                .find(|(_, &y)| !(0..=i64::from(u32::MAX)).contains(&y))
+            {
+                return Err(op_error(
+                    op,
+                    format!("target id {y} at row {i} is negative or too large"),
+                ));
             }
-            Tensor::new(t.into_iter().map(|y| y as u32).collect::<Vec<_>>(), targets.device())?
+            Tensor::new(
+                t.into_iter().map(|y| y as u32).collect::<Vec<_>>(),
+                targets.device(),
+            )?
         }
-        other => return Err(op_error(op, format!("targets must be integers, got {other:?}"))),
+        other => {
+            return Err(op_error(
+                op,
+                format!("targets must be integers, got {other:?}"),
+            ))
+        }
     })
 }
 
@@ -167,7 +185,10 @@ pub fn token_logprobs_and_grad(
     const OP: &str = "token_logprobs_and_grad";
     let (logits, n, _) = logits_2d(OP, logits)?;
     if grad_out.dims() != [n] {
-        return Err(op_error(OP, format!("grad_out must be [{n}], got {:?}", grad_out.dims())));
+        return Err(op_error(
+            OP,
+            format!("grad_out must be [{n}], got {:?}", grad_out.dims()),
+        ));
     }
     let targets = u32_targets(OP, targets, n)?;
     let mask = mask_bytes(OP, mask, n)?;

@@ -113,7 +113,13 @@ impl CustomOp2 for LogProbFwd {
 impl LogProbBwd {
     /// From the forward's `[N, 2]` result and the upstream gradients of the
     /// log-prob (`g0`) and of the log-sum-exp (`g1`).
-    pub(super) fn new(targets: &Tensor, mask: Vec<u8>, res: &Tensor, g0: Vec<f32>, g1: Vec<f32>) -> Result<Self> {
+    pub(super) fn new(
+        targets: &Tensor,
+        mask: Vec<u8>,
+        res: &Tensor,
+        g0: Vec<f32>,
+        g1: Vec<f32>,
+    ) -> Result<Self> {
         let res = res.to_vec2::<f32>()?;
         Ok(Self {
             targets: targets.to_vec1::<u32>()?,
@@ -143,7 +149,11 @@ fn gradient_buffer<T: cpu::Element>(len: usize) -> Vec<T> {
                 // SAFETY: the range lies inside the allocation; MADV_HUGEPAGE
                 // is only a hint and does not change the memory's contents.
                 unsafe {
-                    libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_HUGEPAGE);
+                    libc::madvise(
+                        aligned as *mut libc::c_void,
+                        end - aligned,
+                        libc::MADV_HUGEPAGE,
+                    );
                 }
             }
         }

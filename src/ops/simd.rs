@@ -161,7 +161,7 @@ mod avx2 {
         8.333_452e-3,
         4.166_579_6e-2,
         1.666_666_5e-1,
-        5.000_000_1e-1,
+        0.5,
     ];
 
     /// e^x for x <= 0; exactly 0 below MIN_ARG; NaN stays NaN.
