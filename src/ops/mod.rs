@@ -135,38 +135,7 @@ pub fn token_logprobs(logits: &Tensor, targets: &Tensor, mask: Option<&Tensor>) 
     const OP: &str = "token_logprobs";
     let (logits, n, _) = logits_2d(OP, logits)?;
     cpu_only(OP, &logits)?;
-    if targets.dims() != [n] {
-        return Err(op_error(
-            OP,
-            format!("targets must be [{n}], got {:?}", targets.dims()),
-        ));
-    }
-    let targets = match targets.dtype() {
-        DType::U32 => targets.contiguous()?,
-        DType::U8 | DType::I64 | DType::I32 | DType::I16 => {
-            let t = targets.to_dtype(DType::I64)?.to_vec1::<i64>()?;
-            if let Some((i, y)) = t
-                .iter()
-                .enumerate()
-                .find(|(_, &y)| !(0..=i64::from(u32::MAX)).contains(&y))
-            {
-                return Err(op_error(
-                    OP,
-                    format!("target id {y} at row {i} is negative or too large"),
-                ));
-            }
-            Tensor::new(
-                t.into_iter().map(|y| y as u32).collect::<Vec<_>>(),
-                targets.device(),
-            )?
-        }
-        other => {
-            return Err(op_error(
-                OP,
-                format!("targets must be integers, got {other:?}"),
-            ))
-        }
-    };
+    let targets = u32_targets(OP, targets, n)?;
     let mask = mask_bytes(OP, mask, n)?;
     let out = logits.apply_op2(&targets, op::LogProbFwd { mask })?;
     Ok(out.narrow(1, 0, 1)?.squeeze(1)?)
