@@ -180,20 +180,26 @@ impl MixtureOfJudges {
 
     /// Runs every judge on the batch (in parallel) and combines by AND.
     pub fn judge(&self, batch: &[SampleView<'_>]) -> MixtureReport {
-        let per_judge: Vec<(Vec<Verdict>, JudgeStats)> = self
+        let (per_judge, stats): (Vec<Vec<Verdict>>, Vec<JudgeStats>) = self
             .judges
             .par_iter()
             .map(|j| run_guarded(j.as_ref(), batch))
-            .collect();
+            .unzip();
+        // Transpose judge-major verdicts to sample-major by moving, not cloning.
+        let mut columns: Vec<_> = per_judge.into_iter().map(Vec::into_iter).collect();
         let samples = (0..batch.len())
-            .map(|i| {
-                let verdicts: Vec<Verdict> =
-                    per_judge.iter().map(|(vs, _)| vs[i].clone()).collect();
+            .map(|_| {
+                let verdicts: Vec<Verdict> = columns
+                    .iter_mut()
+                    .map(|c| {
+                        c.next()
+                            .expect("run_guarded returns one verdict per sample")
+                    })
+                    .collect();
                 let outcome = combine(&verdicts, self.policy);
                 SampleJudgement { verdicts, outcome }
             })
             .collect();
-        let stats = per_judge.into_iter().map(|(_, s)| s).collect();
         MixtureReport { samples, stats }
     }
 }

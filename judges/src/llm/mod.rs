@@ -159,19 +159,25 @@ impl Judge for LlmJudge {
     }
 
     fn judge(&self, batch: &[SampleView<'_>]) -> Vec<Verdict> {
-        let rendered: Vec<Result<LlmRequest, String>> =
-            batch.iter().map(|s| self.template.request(s)).collect();
-        let ok: Vec<LlmRequest> = rendered
+        // Render errors stay in place; only the rendered questions go to the backend.
+        let mut requests = Vec::with_capacity(batch.len());
+        let render_errors: Vec<Option<String>> = batch
             .iter()
-            .filter_map(|r| r.as_ref().ok().cloned())
+            .map(|s| match self.template.request(s) {
+                Ok(r) => {
+                    requests.push(r);
+                    None
+                }
+                Err(message) => Some(message),
+            })
             .collect();
-        let mut scores = self.backend.score(&ok).into_iter();
+        let mut scores = self.backend.score(&requests).into_iter();
         let (pos, neg) = (&self.template.positive, &self.template.negative);
-        rendered
+        render_errors
             .into_iter()
             .map(|r| match r {
-                Err(message) => Verdict::Error(message),
-                Ok(_) => match scores.next() {
+                Some(message) => Verdict::Error(message),
+                None => match scores.next() {
                     Some(Ok(score)) => score.verdict(pos, neg),
                     Some(Err(message)) => Verdict::Error(message),
                     None => Verdict::error("the backend returned fewer answers than questions"),
