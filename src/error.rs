@@ -39,6 +39,16 @@ pub enum Error {
     Judge(#[from] JudgeError),
     #[error("{op}: {message}")]
     Op { op: &'static str, message: String },
+    /// A model, its weights or its tokenizer: `source` is the file (or the
+    /// model's name when it was built in memory).
+    #[error("{source_name}: {message}")]
+    Model {
+        source_name: String,
+        message: String,
+    },
+    /// Bad generation input (a prompt longer than the context window, ...).
+    #[error("rollout: {0}")]
+    Rollout(String),
     #[error("tensor: {0}")]
     Tensor(#[from] candle_core::Error),
 }
@@ -55,6 +65,13 @@ impl Error {
         Error::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    pub(crate) fn model(source: impl fmt::Display, message: impl Into<String>) -> Self {
+        Error::Model {
+            source_name: source.to_string(),
+            message: message.into(),
         }
     }
 

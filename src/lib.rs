@@ -38,7 +38,9 @@ pub mod data;
 pub mod error;
 pub mod local_judge;
 pub mod ops;
+pub mod policy;
 pub mod reward;
+pub mod rollout;
 pub mod strata;
 pub mod task;
 
