@@ -36,7 +36,8 @@ struct Args {
     /// Also run the transformers peer (needs torch, transformers, gguf).
     #[arg(long)]
     peer: bool,
-    /// Python for the peer; default: the venv `scripts/torch-venv.sh` makes.
+    /// Python for the peer; default: the venv `scripts/torch-venv.sh` makes
+    /// (~/.cache/cgpo/torch-venv).
     #[arg(long)]
     python: Option<PathBuf>,
     /// Write the figures as JSON here.

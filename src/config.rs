@@ -27,7 +27,9 @@ use cgpo_judges::{ErrorPolicy, JudgeSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::policy::TinyLmConfig;
 use crate::reward::{BaselineSource, RewardModelSpec};
+use crate::rollout::SamplingConfig;
 
 /// A whole run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,6 +45,13 @@ pub struct RunConfig {
     pub tasks: Vec<TaskConfig>,
     #[serde(default)]
     pub stratify: StratifyConfig,
+    /// The policy to train (and, frozen, the reference).
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// The optimisation loop: steps, AdamW, schedule, sampling, evaluation,
+    /// checkpoints.
+    #[serde(default)]
+    pub train: TrainConfig,
 }
 
 /// Prompt files (JSONL); relative paths are relative to the config file.
@@ -126,10 +135,143 @@ fn yes() -> bool {
     true
 }
 
-/// The constrained optimizer of a task (cgpo-spec section 3).
+/// Which model is the policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PolicyConfig {
+    /// The toy byte-level model, randomly initialised from the run's seed.
+    Tiny {
+        #[serde(default)]
+        size: TinyLmConfig,
+    },
+    /// A GGUF file of the `llama` architecture (e.g. SmolLM2).
+    Gguf { path: PathBuf },
+    /// A Hugging Face directory: config.json, *.safetensors, tokenizer.json.
+    HfDir { path: PathBuf },
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig::Tiny {
+            size: TinyLmConfig::default(),
+        }
+    }
+}
+
+/// The learning-rate schedule after warm-up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    #[default]
+    Constant,
+    /// Cosine decay to 0 at the last step.
+    Cosine,
+}
+
+/// The training loop.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub steps: u64,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub adam_eps: f64,
+    /// Linear warm-up from 0 over this many steps.
+    pub warmup_steps: u64,
+    pub schedule: Schedule,
+    /// Global gradient-norm clip after the merge; 0 turns it off.
+    pub max_grad_norm: f64,
+    /// Rollout sampling; `seed` and `samples_per_prompt` are set per step
+    /// and task (from the run's seed and the task's K).
+    pub sampling: SamplingConfig,
+    /// Evaluate on the held-out prompts every this many steps (0 = never).
+    pub eval_every: u64,
+    /// Held-out prompts per task and evaluation.
+    pub eval_prompts: usize,
+    /// Greedy (true) or sampled evaluation.
+    pub eval_greedy: bool,
+    /// Write a checkpoint every this many steps (0 = only at the end).
+    pub checkpoint_every: u64,
+    /// Where checkpoints and metrics go (relative to the config file).
+    pub output_dir: PathBuf,
+    /// Stop after this many consecutive steps skipped for a non-finite loss
+    /// or gradient.
+    pub max_consecutive_skips: u32,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 100,
+            learning_rate: 1e-5,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            adam_eps: 1e-8,
+            warmup_steps: 0,
+            schedule: Schedule::Constant,
+            max_grad_norm: 1.0,
+            sampling: SamplingConfig::default(),
+            eval_every: 0,
+            eval_prompts: 32,
+            eval_greedy: true,
+            checkpoint_every: 0,
+            output_dir: PathBuf::from("runs/cgpo"),
+            max_consecutive_skips: 5,
+        }
+    }
+}
+
+impl TrainConfig {
+    fn validate(&self) -> Result<()> {
+        let key = |k: &str| format!("train.{k}");
+        check(key("learning_rate"), self.learning_rate, "> 0", |v| v > 0.0)?;
+        check(key("weight_decay"), self.weight_decay, ">= 0", |v| v >= 0.0)?;
+        check(key("beta1"), self.beta1, "in [0, 1)", |v| {
+            (0.0..1.0).contains(&v)
+        })?;
+        check(key("beta2"), self.beta2, "in [0, 1)", |v| {
+            (0.0..1.0).contains(&v)
+        })?;
+        check(key("adam_eps"), self.adam_eps, "> 0", |v| v > 0.0)?;
+        check(key("max_grad_norm"), self.max_grad_norm, ">= 0", |v| {
+            v >= 0.0
+        })?;
+        let s = &self.sampling;
+        check(
+            key("sampling.temperature"),
+            f64::from(s.temperature),
+            ">= 0",
+            |v| v >= 0.0,
+        )?;
+        check(
+            key("sampling.top_p"),
+            f64::from(s.top_p),
+            "in (0, 1]",
+            |v| v > 0.0 && v <= 1.0,
+        )?;
+        if s.max_new_tokens == 0 {
+            return Err(Error::config(
+                key("sampling.max_new_tokens"),
+                "must be >= 1",
+            ));
+        }
+        if self.steps == 0 {
+            return Err(Error::config(key("steps"), "must be >= 1"));
+        }
+        Ok(())
+    }
+}
+
+/// The optimizer of a task: one of CGPO's constrained optimizers
+/// (cgpo-spec section 3) or a baseline of the ablations (section 5). The
+/// losses are in [`crate::optim`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
 pub enum OptimizerConfig {
+    /// Calibrated-regularized policy gradient.
     Crpg {
         /// KL_max: samples with logratio >= kl_max get zero reward weight.
         #[serde(default = "default_kl_max")]
@@ -140,6 +282,7 @@ pub enum OptimizerConfig {
         #[serde(default)]
         clip_kl_weight: bool,
     },
+    /// Constrained online DPO.
     Codpo {
         #[serde(default = "default_beta")]
         beta: f64,
@@ -147,19 +290,95 @@ pub enum OptimizerConfig {
         #[serde(default = "default_lambda")]
         lambda: f64,
     },
+    /// Calibrated-regularized reward-ranked fine-tuning.
     Crraft {
         #[serde(default = "default_kl_max")]
         kl_max: f64,
     },
+    /// Baseline: unconstrained policy gradient ("PPO-like", no critic, no
+    /// judges, batch-mean baseline).
+    Pg {
+        /// The one reward it optimizes: `raw` (default) or `calibrated`.
+        #[serde(default)]
+        reward: RewardKind,
+        /// eps of the clipped-ratio objective, in (0, 1); absent = plain
+        /// REINFORCE.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clip_ratio: Option<f64>,
+        /// Gradient passes over the same rollouts.
+        #[serde(default = "default_epochs")]
+        epochs: usize,
+    },
+    /// Baseline: online DPO with pairs by raw reward only (no judges).
+    OnlineDpo {
+        #[serde(default = "default_beta")]
+        beta: f64,
+        #[serde(default = "default_lambda")]
+        lambda: f64,
+    },
+    /// Baseline: reward-ranked fine-tuning without judges or KL filter.
+    Raft {},
 }
 
 impl OptimizerConfig {
-    /// The name used in configs and metrics: `crpg`, `codpo` or `crraft`.
+    /// The name used in configs and metrics: `crpg`, `codpo`, `crraft`,
+    /// `pg`, `online_dpo` or `raft`.
     pub fn name(&self) -> &'static str {
         match self {
             OptimizerConfig::Crpg { .. } => "crpg",
             OptimizerConfig::Codpo { .. } => "codpo",
             OptimizerConfig::Crraft { .. } => "crraft",
+            OptimizerConfig::Pg { .. } => "pg",
+            OptimizerConfig::OnlineDpo { .. } => "online_dpo",
+            OptimizerConfig::Raft {} => "raft",
+        }
+    }
+
+    /// Gradient passes over the same rollouts: `epochs` for `pg`, 1 for the
+    /// others (on-policy).
+    pub fn epochs(&self) -> usize {
+        match self {
+            OptimizerConfig::Pg { epochs, .. } => *epochs,
+            _ => 1,
+        }
+    }
+
+    /// Checks the optimizer's settings; `key` makes the key path of a
+    /// setting (e.g. `tasks[0].optimizer.beta`), `k` is the task's K.
+    fn validate(&self, key: impl Fn(&str) -> String, k: usize) -> Result<()> {
+        match self {
+            OptimizerConfig::Crpg { kl_max, .. } | OptimizerConfig::Crraft { kl_max } => {
+                check(key("optimizer.kl_max"), *kl_max, "> 0", |v| v > 0.0)
+            }
+            OptimizerConfig::Codpo { beta, lambda }
+            | OptimizerConfig::OnlineDpo { beta, lambda } => {
+                check(key("optimizer.beta"), *beta, "> 0", |v| v > 0.0)?;
+                check(key("optimizer.lambda"), *lambda, ">= 0", |v| v >= 0.0)?;
+                if k < 2 {
+                    return Err(Error::config(
+                        key("generations_per_prompt"),
+                        format!(
+                            "{} needs at least 2 generations per prompt to form a pair",
+                            self.name()
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+            OptimizerConfig::Pg {
+                clip_ratio, epochs, ..
+            } => {
+                if let Some(eps) = clip_ratio {
+                    check(key("optimizer.clip_ratio"), *eps, "in (0, 1)", |v| {
+                        v > 0.0 && v < 1.0
+                    })?;
+                }
+                if *epochs == 0 {
+                    return Err(Error::config(key("optimizer.epochs"), "must be >= 1"));
+                }
+                Ok(())
+            }
+            OptimizerConfig::Raft {} => Ok(()),
         }
     }
 }
@@ -173,6 +392,20 @@ fn default_beta() -> f64 {
 }
 fn default_lambda() -> f64 {
     5.0
+}
+fn default_epochs() -> usize {
+    1
+}
+
+/// Which reward the unconstrained policy-gradient baseline optimizes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardKind {
+    /// The reward model's raw score r.
+    #[default]
+    Raw,
+    /// The calibrated reward sigmoid(r - r(a_bar)).
+    Calibrated,
 }
 
 /// The policy-gradient baseline subtracted from CRPG rewards.
@@ -257,9 +490,15 @@ impl RunConfig {
             other => other,
         })?;
         let dir = path.parent().unwrap_or(Path::new("."));
+        let policy_path = match &mut config.policy {
+            PolicyConfig::Gguf { path } | PolicyConfig::HfDir { path } => Some(path),
+            PolicyConfig::Tiny { .. } => None,
+        };
         for p in [&mut config.data.train, &mut config.data.eval]
             .into_iter()
             .flatten()
+            .chain(policy_path)
+            .chain(Some(&mut config.train.output_dir))
         {
             if p.is_relative() {
                 *p = dir.join(&*p);
@@ -279,6 +518,7 @@ impl RunConfig {
     /// Checks every value that serde's types do not: ranges, references
     /// between sections, uniqueness.
     pub fn validate(&self) -> Result<()> {
+        self.train.validate()?;
         if self.tasks.is_empty() {
             return Err(Error::config("tasks", "at least one task is needed"));
         }
@@ -315,26 +555,18 @@ impl RunConfig {
             if t.batch_size == 0 {
                 return Err(Error::config(key("batch_size"), "must be >= 1"));
             }
-            match &t.optimizer {
-                OptimizerConfig::Crpg { kl_max, .. } | OptimizerConfig::Crraft { kl_max } => {
-                    check(key("optimizer.kl_max"), *kl_max, "> 0", |v| v > 0.0)?;
-                }
-                OptimizerConfig::Codpo { beta, lambda } => {
-                    check(key("optimizer.beta"), *beta, "> 0", |v| v > 0.0)?;
-                    check(key("optimizer.lambda"), *lambda, ">= 0", |v| v >= 0.0)?;
-                    if t.generations_per_prompt < 2 {
-                        return Err(Error::config(
-                            key("generations_per_prompt"),
-                            "codpo needs at least 2 generations per prompt to form a pair",
-                        ));
-                    }
-                }
-            }
+            t.optimizer.validate(key, t.generations_per_prompt)?;
             check(key("kl.coef"), t.kl.coef, ">= 0", |v| v >= 0.0)?;
             if let Some(target) = t.kl.target {
                 check(key("kl.target"), target, "> 0", |v| v > 0.0)?;
                 if t.kl.horizon == 0 {
                     return Err(Error::config(key("kl.horizon"), "must be >= 1"));
+                }
+                if t.kl.coef == 0.0 {
+                    return Err(Error::config(
+                        key("kl.coef"),
+                        "must be > 0 when `kl.target` is set (the adaptive coefficient scales it)",
+                    ));
                 }
             }
         }

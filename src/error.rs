@@ -49,6 +49,9 @@ pub enum Error {
     /// Bad generation input (a prompt longer than the context window, ...).
     #[error("rollout: {0}")]
     Rollout(String),
+    /// The training loop had to stop (e.g. too many non-finite steps).
+    #[error("training: {0}")]
+    Train(String),
     #[error("tensor: {0}")]
     Tensor(#[from] candle_core::Error),
 }

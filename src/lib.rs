@@ -36,13 +36,16 @@
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod kl;
 pub mod local_judge;
 pub mod ops;
+pub mod optim;
 pub mod policy;
 pub mod reward;
 pub mod rollout;
 pub mod strata;
 pub mod task;
+pub mod train;
 
 /// The README's examples run as doctests, so they cannot go stale.
 #[doc = include_str!("../README.md")]

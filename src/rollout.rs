@@ -139,6 +139,19 @@ impl Rollouts {
         TokenBatch::new(ids, mask, self.len(), p + r)
     }
 
+    /// The samples at `idx`, in that order.
+    pub fn select(&self, idx: &[usize]) -> Rollouts {
+        Rollouts {
+            prompt_index: idx.iter().map(|&i| self.prompt_index[i]).collect(),
+            prompts: idx.iter().map(|&i| self.prompts[i].clone()).collect(),
+            responses: idx.iter().map(|&i| self.responses[i].clone()).collect(),
+            texts: idx.iter().map(|&i| self.texts[i].clone()).collect(),
+            logprobs: idx.iter().map(|&i| self.logprobs[i].clone()).collect(),
+            finished: idx.iter().map(|&i| self.finished[i]).collect(),
+            pad: self.pad,
+        }
+    }
+
     /// `[N, R]` f32: 1 on response tokens, 0 on padding.
     pub fn response_mask(&self, device: &Device) -> Result<Tensor> {
         let (_, r) = self.shape();
@@ -330,15 +343,13 @@ fn argmax(v: &[f32]) -> usize {
         .0
 }
 
-/// Log-probs `[N, R]` of the sampled response tokens under `policy`, from
-/// one batched forward over the sequences (0 on padding). `grad`: through
-/// the differentiable path (the policy in a loss); else without autograd
-/// (the reference, or old log-probs).
-pub fn sequence_logprobs(policy: &dyn Policy, rollouts: &Rollouts, grad: bool) -> Result<Tensor> {
-    let device = policy.device();
+/// The logits that predict each response token, `[N * R, V]` (row
+/// `i * R + j` predicts token `j` of sample `i`; padding rows are
+/// arbitrary), from one batched forward over the sequences. `grad`: through
+/// the differentiable path (the policy in a loss); else without autograd.
+pub fn response_logits(policy: &dyn Policy, rollouts: &Rollouts, grad: bool) -> Result<Tensor> {
     let batch = rollouts.sequences()?;
     let (p, r) = rollouts.shape();
-    let n = rollouts.len();
     let logits = if grad {
         policy.forward(&batch)?
     } else {
@@ -346,7 +357,17 @@ pub fn sequence_logprobs(policy: &dyn Policy, rollouts: &Rollouts, grad: bool) -
     };
     let v = logits.dim(2)?;
     // The logits at column c predict the token at column c + 1.
-    let logits = logits.narrow(1, p - 1, r)?.reshape((n * r, v))?;
+    Ok(logits
+        .narrow(1, p - 1, r)?
+        .reshape((rollouts.len() * r, v))?)
+}
+
+/// Log-probs `[N, R]` of the response tokens from [`response_logits`]
+/// (0 on padding), through the fused `ops::token_logprobs`.
+pub fn logprobs_from_logits(logits: &Tensor, rollouts: &Rollouts) -> Result<Tensor> {
+    let device = logits.device();
+    let (_, r) = rollouts.shape();
+    let n = rollouts.len();
     let targets: Vec<u32> = rollouts
         .responses
         .iter()
@@ -354,8 +375,16 @@ pub fn sequence_logprobs(policy: &dyn Policy, rollouts: &Rollouts, grad: bool) -
         .collect();
     let targets = Tensor::from_vec(targets, n * r, device)?;
     let mask = rollouts.response_mask(device)?.reshape(n * r)?;
-    let lp = ops::token_logprobs(&logits, &targets, Some(&mask))?;
+    let lp = ops::token_logprobs(logits, &targets, Some(&mask))?;
     Ok(lp.reshape((n, r))?)
+}
+
+/// Log-probs `[N, R]` of the sampled response tokens under `policy`, from
+/// one batched forward over the sequences (0 on padding). `grad`: through
+/// the differentiable path (the policy in a loss); else without autograd
+/// (the reference, or old log-probs).
+pub fn sequence_logprobs(policy: &dyn Policy, rollouts: &Rollouts, grad: bool) -> Result<Tensor> {
+    logprobs_from_logits(&response_logits(policy, rollouts, grad)?, rollouts)
 }
 
 #[cfg(test)]

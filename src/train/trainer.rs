@@ -1,0 +1,925 @@
+//! The multi-task CGPO trainer (cgpo-spec sections 3-5).
+//!
+//! One step, for each task `l` in config order: take its next `B_l`
+//! prompts (a seeded permutation per pass over the task's data), sample `K`
+//! responses per prompt from the policy, judge them with the task's mixture,
+//! score them with its reward model (raw and calibrated), and compute the
+//! reference log-probs. Then for each epoch (1 except for `pg` with several),
+//! each task's loss (its optimizer plus its own per-token KL penalty) is
+//! backpropagated on its own, its gradient norm logged, the gradients merged
+//! as `Σ ρ_l g_l`, clipped by global norm, and AdamW steps.
+//!
+//! Everything random derives from the run's seed, the step and the task,
+//! so a run is deterministic on the CPU and a resumed run continues exactly
+//! (weights, AdamW moments, KL controllers and calibration baselines are in
+//! the checkpoint). A non-finite loss or gradient skips the step; after
+//! `max_consecutive_skips` in a row the run stops with its last checkpoint
+//! intact.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{Tensor, Var, D};
+use cgpo_judges::{Message, Outcome, Prompt};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::adamw::{learning_rate, AdamW};
+use super::checkpoint::{self, TrainerState};
+use super::merge::{add_weighted, clip, task_gradient, TaskGradient};
+use crate::config::{KlEstimator, OptimizerConfig, PolicyConfig, RunConfig};
+use crate::data::{read_prompts, PromptRecord, Sample};
+use crate::error::{Error, Result};
+use crate::judges::JudgeRegistry;
+use crate::kl::{kl_penalty, kl_penalty_full, KlController};
+use crate::ops::kl_estimate;
+use crate::optim::{task_loss, LossInputs};
+use crate::policy::{Llama, Policy, TextTokenizer, TinyLm};
+use crate::reward::{BaselineGenerator, RewardRegistry};
+use crate::rollout::{generate, logprobs_from_logits, response_logits, Rollouts, SamplingConfig};
+use crate::task::{build_stratifier, build_tasks, TaskSpec};
+
+/// Seconds spent in each phase of one task's step.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    pub rollout: f64,
+    pub judge: f64,
+    pub reward: f64,
+    pub backward: f64,
+}
+
+/// One metrics line: one task at one step (`kind` "train"), or one task's
+/// evaluation (`kind` "eval").
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskMetrics {
+    pub kind: String,
+    pub step: u64,
+    pub task: String,
+    /// Samples judged (N = B x K) and those used (not dropped).
+    pub samples: usize,
+    pub used: usize,
+    pub reward_raw: f64,
+    pub reward_calibrated: f64,
+    /// Fraction of samples every judge passed (y = 1).
+    pub pass_rate: f64,
+    pub pass_rate_by_judge: BTreeMap<String, f64>,
+    pub judge_errors: usize,
+    /// Mean per-token KL of the behaviour policy from the reference on the
+    /// sampled tokens (k1 and k3 estimates).
+    pub kl_k1: f64,
+    pub kl_k3: f64,
+    pub kl_coef: f64,
+    pub response_len: f64,
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub learning_rate: f64,
+    pub skipped: bool,
+    /// What the optimizer reported (samples used, prompts skipped, ...).
+    pub loss_stats: BTreeMap<String, f64>,
+    pub time_s: Timing,
+}
+
+/// Where a run stands after [`Trainer::run`].
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub steps: u64,
+    pub last: Vec<TaskMetrics>,
+    pub checkpoint: Option<PathBuf>,
+    pub metrics: PathBuf,
+}
+
+/// One task's rollouts of a step, judged and scored.
+struct TaskBatch {
+    rollouts: Rollouts,
+    raw: Vec<f64>,
+    calibrated: Vec<f64>,
+    positive: Vec<bool>,
+    /// Reference log-probs `[N, R]` and, for the `full` estimator, logits.
+    ref_logp: Tensor,
+    ref_logits: Option<Tensor>,
+    /// Per prompt: the baseline response when it passes every judge
+    /// (CRRAFT's fallback), as token ids.
+    baselines: Vec<Option<Vec<u32>>>,
+    metrics: TaskMetrics,
+}
+
+/// Baselines for calibration sampled greedily from the frozen reference.
+struct ReferenceBaselines<'a> {
+    reference: &'a dyn Policy,
+    tokenizer: &'a dyn TextTokenizer,
+    max_new_tokens: usize,
+}
+
+impl BaselineGenerator for ReferenceBaselines<'_> {
+    fn generate(&self, records: &[&PromptRecord]) -> Result<Vec<String>> {
+        let prompts = records
+            .iter()
+            .map(|r| self.tokenizer.encode_chat(&messages(&r.prompt)))
+            .collect::<Result<Vec<_>>>()?;
+        let cfg = SamplingConfig {
+            temperature: 0.0,
+            max_new_tokens: self.max_new_tokens,
+            ..SamplingConfig::default()
+        };
+        Ok(generate(self.reference, self.tokenizer, &prompts, &cfg)?.texts)
+    }
+}
+
+fn messages(prompt: &Prompt) -> Vec<Message> {
+    match prompt {
+        Prompt::Text(t) => vec![Message::new("user", t.as_str())],
+        Prompt::Messages(ms) => ms.clone(),
+    }
+}
+
+/// SplitMix64 over several words: independent seeds per step and task.
+fn seed_of(words: &[u64]) -> u64 {
+    words.iter().fold(0x243F_6A88_85A3_08D3u64, |acc, &w| {
+        let mut z = acc ^ w.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    })
+}
+
+pub struct Trainer {
+    config: RunConfig,
+    tasks: Vec<TaskSpec>,
+    train: Vec<Vec<Arc<PromptRecord>>>,
+    eval: Vec<Vec<Arc<PromptRecord>>>,
+    policy: Box<dyn Policy>,
+    reference: Box<dyn Policy>,
+    tokenizer: Arc<dyn TextTokenizer>,
+    vars: Vec<(String, Var)>,
+    optimizer: AdamW,
+    kl: Vec<KlController>,
+    step: u64,
+    consecutive_skips: u32,
+    out_dir: PathBuf,
+    last_checkpoint: Option<PathBuf>,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// Builds the policy a config names, with its tokenizer.
+pub fn build_policy(config: &RunConfig) -> Result<(Box<dyn Policy>, Arc<dyn TextTokenizer>)> {
+    let device = candle_core::Device::Cpu;
+    Ok(match &config.policy {
+        PolicyConfig::Tiny { size } => {
+            let tiny = TinyLm::on_device(size, config.seed, &device)?;
+            (Box::new(tiny.model), Arc::new(tiny.tokenizer))
+        }
+        PolicyConfig::Gguf { path } => {
+            let llama = Llama::from_gguf(path, &device, true)?;
+            (Box::new(llama.model), Arc::new(llama.tokenizer))
+        }
+        PolicyConfig::HfDir { path } => {
+            let llama = Llama::from_hf_dir(path, &device, true)?;
+            (Box::new(llama.model), Arc::new(llama.tokenizer))
+        }
+    })
+}
+
+impl Trainer {
+    /// Everything from the config: tasks, data (`data.train`, optional
+    /// `data.eval`), policy and reference.
+    pub fn new(
+        config: RunConfig,
+        judges: &JudgeRegistry,
+        rewards: &RewardRegistry,
+    ) -> Result<Self> {
+        let tasks = build_tasks(&config, judges, rewards)?;
+        let names = config.task_names();
+        let stratifier = build_stratifier(&config)?;
+        let train_path = config
+            .data
+            .train
+            .clone()
+            .ok_or_else(|| Error::config("data.train", "a training set is needed"))?;
+        let strata = stratifier.stratify(read_prompts(&train_path, Some(&names))?)?;
+        let train: Vec<Vec<Arc<PromptRecord>>> =
+            names.iter().map(|n| strata.records(n).to_vec()).collect();
+        let eval = match &config.data.eval {
+            Some(path) => {
+                let strata = stratifier.stratify(read_prompts(path, Some(&names))?)?;
+                names.iter().map(|n| strata.records(n).to_vec()).collect()
+            }
+            None => vec![Vec::new(); names.len()],
+        };
+        let (policy, tokenizer) = build_policy(&config)?;
+        Self::from_parts(config, tasks, train, eval, policy, tokenizer)
+    }
+
+    /// From built parts (tests, custom setups): `train[l]` and `eval[l]`
+    /// are task `l`'s prompts, in config order.
+    pub fn from_parts(
+        config: RunConfig,
+        tasks: Vec<TaskSpec>,
+        train: Vec<Vec<Arc<PromptRecord>>>,
+        eval: Vec<Vec<Arc<PromptRecord>>>,
+        policy: Box<dyn Policy>,
+        tokenizer: Arc<dyn TextTokenizer>,
+    ) -> Result<Self> {
+        if train.len() != tasks.len() || eval.len() != tasks.len() {
+            return Err(Error::Train(format!(
+                "{} tasks but data for {} (train) and {} (eval)",
+                tasks.len(),
+                train.len(),
+                eval.len()
+            )));
+        }
+        if let Some((task, _)) = tasks.iter().zip(&train).find(|(_, d)| d.is_empty()) {
+            return Err(Error::config(
+                "data.train",
+                format!("task `{}` has no training prompts", task.name),
+            ));
+        }
+        let reference = policy.frozen()?;
+        let vars = policy.vars();
+        if vars.is_empty() {
+            return Err(Error::Train("the policy has no trainable variables".into()));
+        }
+        let optimizer = AdamW::from_config(&vars, &config.train)?;
+        let kl = tasks.iter().map(|t| KlController::new(&t.kl)).collect();
+        let out_dir = config.train.output_dir.clone();
+        Ok(Self {
+            config,
+            tasks,
+            train,
+            eval,
+            policy,
+            reference,
+            tokenizer,
+            vars,
+            optimizer,
+            kl,
+            step: 0,
+            consecutive_skips: 0,
+            out_dir,
+            last_checkpoint: None,
+            progress: false,
+        })
+    }
+
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    pub fn policy(&self) -> &dyn Policy {
+        self.policy.as_ref()
+    }
+
+    pub fn metrics_path(&self) -> PathBuf {
+        self.out_dir.join("metrics.jsonl")
+    }
+
+    /// Loads the latest checkpoint in the output directory, if there is
+    /// one; returns whether it did. Metrics lines after it are removed.
+    pub fn resume(&mut self) -> Result<bool> {
+        let Some(dir) = checkpoint::latest(&self.out_dir)? else {
+            return Ok(false);
+        };
+        let state = checkpoint::read_state(&dir)?;
+        if state.kl.len() != self.tasks.len() || state.baselines.len() != self.tasks.len() {
+            return Err(Error::model(
+                dir.display(),
+                "the checkpoint is of a run with other tasks",
+            ));
+        }
+        self.policy.load(&dir.join(checkpoint::POLICY_FILE))?;
+        self.optimizer
+            .load(&dir.join(checkpoint::OPTIMIZER_FILE), state.optimizer_steps)?;
+        self.kl = state.kl;
+        for (task, cached) in self.tasks.iter().zip(state.baselines) {
+            task.reward.restore(cached);
+        }
+        self.step = state.step;
+        self.consecutive_skips = state.consecutive_skips;
+        self.last_checkpoint = Some(dir);
+        truncate_metrics(&self.metrics_path(), self.step)?;
+        Ok(true)
+    }
+
+    /// Writes a checkpoint of the current state.
+    pub fn checkpoint(&mut self) -> Result<PathBuf> {
+        let state = TrainerState {
+            step: self.step,
+            optimizer_steps: self.optimizer.steps_taken(),
+            consecutive_skips: self.consecutive_skips,
+            kl: self.kl.clone(),
+            baselines: self.tasks.iter().map(|t| t.reward.cached()).collect(),
+            config: self.config.clone(),
+        };
+        let dir = checkpoint::publish(&self.out_dir, self.step, |tmp| {
+            self.policy.save(&tmp.join(checkpoint::POLICY_FILE))?;
+            self.optimizer.save(&tmp.join(checkpoint::OPTIMIZER_FILE))?;
+            checkpoint::write_state(tmp, &state)
+        })?;
+        self.last_checkpoint = Some(dir.clone());
+        Ok(dir)
+    }
+
+    /// Trains until `train.steps`, with evaluation, metrics and checkpoints.
+    pub fn run(&mut self) -> Result<RunSummary> {
+        std::fs::create_dir_all(&self.out_dir).map_err(|e| Error::io(&self.out_dir, e))?;
+        let total = self.config.train.steps;
+        let bar = if self.progress {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed}<{eta} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.set_position(self.step);
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        let mut last = Vec::new();
+        while self.step < total {
+            let metrics = self.train_step()?;
+            self.append_metrics(&metrics)?;
+            bar.set_position(self.step);
+            bar.set_message(headline(&metrics));
+            last = metrics;
+            let every = self.config.train.checkpoint_every;
+            if every > 0 && self.step % every == 0 && self.step < total {
+                self.checkpoint()?;
+            }
+            let eval_every = self.config.train.eval_every;
+            if eval_every > 0 && self.step % eval_every == 0 {
+                let eval = self.evaluate()?;
+                self.append_metrics(&eval)?;
+            }
+        }
+        bar.finish_and_clear();
+        let checkpoint = Some(self.checkpoint()?);
+        Ok(RunSummary {
+            steps: self.step,
+            last,
+            checkpoint,
+            metrics: self.metrics_path(),
+        })
+    }
+
+    fn append_metrics(&self, lines: &[TaskMetrics]) -> Result<()> {
+        let path = self.metrics_path();
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        for m in lines {
+            let line = serde_json::to_string(m).map_err(|e| Error::Train(e.to_string()))?;
+            writeln!(f, "{line}").map_err(|e| Error::io(&path, e))?;
+        }
+        f.flush().map_err(|e| Error::io(&path, e))
+    }
+
+    /// The prompts of task `l` at `step`: a seeded permutation per pass
+    /// over its data.
+    fn batch_records(&self, l: usize, step: u64) -> Vec<Arc<PromptRecord>> {
+        let data = &self.train[l];
+        let b = self.tasks[l].batch_size;
+        let mut out = Vec::with_capacity(b);
+        let mut order: Option<(u64, Vec<usize>)> = None;
+        for j in 0..b as u64 {
+            let i = step * b as u64 + j;
+            let pass = i / data.len() as u64;
+            if order.as_ref().is_none_or(|(p, _)| *p != pass) {
+                let mut idx: Vec<usize> = (0..data.len()).collect();
+                idx.shuffle(&mut StdRng::seed_from_u64(seed_of(&[
+                    self.config.seed,
+                    l as u64,
+                    pass,
+                    1,
+                ])));
+                order = Some((pass, idx));
+            }
+            let (_, idx) = order.as_ref().expect("set above");
+            out.push(data[idx[(i % data.len() as u64) as usize]].clone());
+        }
+        out
+    }
+
+    /// Rollouts, judges, rewards and reference log-probs of one task.
+    fn prepare(&self, l: usize) -> Result<TaskBatch> {
+        let task = &self.tasks[l];
+        let records = self.batch_records(l, self.step);
+        let prompts = records
+            .iter()
+            .map(|r| self.tokenizer.encode_chat(&messages(&r.prompt)))
+            .collect::<Result<Vec<_>>>()?;
+        let sampling = SamplingConfig {
+            samples_per_prompt: task.generations_per_prompt,
+            seed: seed_of(&[self.config.seed, self.step, l as u64, 2]),
+            ..self.config.train.sampling.clone()
+        };
+        let mut timing = Timing::default();
+        let t = Instant::now();
+        let rollouts = generate(
+            self.policy.as_ref(),
+            self.tokenizer.as_ref(),
+            &prompts,
+            &sampling,
+        )?;
+        timing.rollout = t.elapsed().as_secs_f64();
+
+        let mut samples: Vec<Sample> = rollouts
+            .prompt_index
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| {
+                let mut s = Sample::new(records[p].clone(), rollouts.texts[i].clone());
+                s.token_ids = rollouts.responses[i].clone();
+                s.behaviour_logprobs = rollouts.logprobs[i].clone();
+                s
+            })
+            .collect();
+        let t = Instant::now();
+        let report = {
+            let views: Vec<_> = samples.iter().map(Sample::view).collect();
+            task.judges.judge(&views)
+        };
+        timing.judge = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let generator = ReferenceBaselines {
+            reference: self.reference.as_ref(),
+            tokenizer: self.tokenizer.as_ref(),
+            max_new_tokens: self.config.train.sampling.max_new_tokens,
+        };
+        task.reward.score(&mut samples, Some(&generator))?;
+        timing.reward = t.elapsed().as_secs_f64();
+
+        let n = samples.len();
+        let keep: Vec<usize> = (0..n)
+            .filter(|&i| report.samples[i].outcome != Outcome::Dropped)
+            .collect();
+        let values: Vec<_> = samples
+            .iter()
+            .map(|s| s.reward.expect("scored above"))
+            .collect();
+        let mut metrics = TaskMetrics {
+            kind: "train".into(),
+            step: self.step,
+            task: task.name.clone(),
+            samples: n,
+            used: keep.len(),
+            reward_raw: mean(values.iter().map(|v| f64::from(v.raw))),
+            reward_calibrated: mean(values.iter().map(|v| f64::from(v.calibrated))),
+            pass_rate: report.count(Outcome::Satisfied) as f64 / n.max(1) as f64,
+            pass_rate_by_judge: report
+                .stats
+                .iter()
+                .map(|s| (s.name.clone(), s.pass as f64 / n.max(1) as f64))
+                .collect(),
+            judge_errors: report.errored(),
+            kl_coef: self.kl[l].coef(),
+            response_len: mean(rollouts.responses.iter().map(|r| r.len() as f64)),
+            time_s: timing,
+            ..TaskMetrics::default()
+        };
+        let rollouts = rollouts.select(&keep);
+        let positive: Vec<bool> = keep
+            .iter()
+            .map(|&i| report.samples[i].is_positive())
+            .collect();
+        let raw = keep.iter().map(|&i| f64::from(values[i].raw)).collect();
+        let calibrated = keep
+            .iter()
+            .map(|&i| f64::from(values[i].calibrated))
+            .collect();
+
+        let (ref_logp, ref_logits) = if rollouts.is_empty() {
+            (
+                Tensor::zeros((0, 0), candle_core::DType::F32, self.policy.device())?,
+                None,
+            )
+        } else if task.kl.estimator == KlEstimator::Full && task.kl.coef > 0.0 {
+            let logits = response_logits(self.reference.as_ref(), &rollouts, false)?;
+            (logprobs_from_logits(&logits, &rollouts)?, Some(logits))
+        } else {
+            (
+                crate::rollout::sequence_logprobs(self.reference.as_ref(), &rollouts, false)?,
+                None,
+            )
+        };
+        if !rollouts.is_empty() {
+            let device = self.policy.device();
+            let old = rollouts.behaviour_logprobs(device)?;
+            let mask = rollouts.response_mask(device)?;
+            let tokens = mask.sum_all()?.to_scalar::<f32>()?.max(1.0);
+            let k1 = ((&old - &ref_logp)? * &mask)?
+                .sum_all()?
+                .to_scalar::<f32>()?
+                / tokens;
+            let k3 = (kl_estimate(&old, &ref_logp, KlEstimator::K3)? * &mask)?
+                .sum_all()?
+                .to_scalar::<f32>()?
+                / tokens;
+            metrics.kl_k1 = f64::from(k1);
+            metrics.kl_k3 = f64::from(k3);
+        }
+        let baselines = if matches!(task.optimizer, OptimizerConfig::Crraft { .. }) {
+            self.passing_baselines(task, &records)?
+        } else {
+            vec![None; records.len()]
+        };
+        Ok(TaskBatch {
+            rollouts,
+            raw,
+            calibrated,
+            positive,
+            ref_logp,
+            ref_logits,
+            baselines,
+            metrics,
+        })
+    }
+
+    /// CRRAFT's fallback: each prompt's cached baseline response, tokenized
+    /// (with a stop token), when it passes every judge of the task.
+    fn passing_baselines(
+        &self,
+        task: &TaskSpec,
+        records: &[Arc<PromptRecord>],
+    ) -> Result<Vec<Option<Vec<u32>>>> {
+        let cached: BTreeMap<String, String> = task
+            .reward
+            .cached()
+            .into_iter()
+            .map(|c| (c.id, c.text))
+            .collect();
+        let texts: Vec<Option<&String>> = records.iter().map(|r| cached.get(&r.id)).collect();
+        let with_text: Vec<usize> = (0..records.len()).filter(|&i| texts[i].is_some()).collect();
+        let views: Vec<_> = with_text
+            .iter()
+            .map(|&i| records[i].view(texts[i].expect("filtered")))
+            .collect();
+        let report = task.judges.judge(&views);
+        let mut out = vec![None; records.len()];
+        for (k, &i) in with_text.iter().enumerate() {
+            if report.samples[k].is_positive() {
+                let mut ids = self.tokenizer.encode(texts[i].expect("filtered"))?;
+                ids.extend(self.tokenizer.stop_tokens().first());
+                if !ids.is_empty() {
+                    out[i] = Some(ids);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One task's loss on its batch with the current policy.
+    /// `None` when the policy's log-probs are not finite (the step is
+    /// then skipped rather than failed).
+    fn task_loss(
+        &self,
+        l: usize,
+        batch: &TaskBatch,
+    ) -> Result<Option<(Tensor, BTreeMap<String, f64>)>> {
+        let task = &self.tasks[l];
+        let ro = &batch.rollouts;
+        let device = self.policy.device();
+        let (policy_logits, token_logp) = if batch.ref_logits.is_some() {
+            let logits = response_logits(self.policy.as_ref(), ro, true)?;
+            let lp = logprobs_from_logits(&logits, ro)?;
+            (Some(logits), lp)
+        } else {
+            (
+                None,
+                crate::rollout::sequence_logprobs(self.policy.as_ref(), ro, true)?,
+            )
+        };
+        let mask = ro.response_mask(device)?;
+        let token_logp_old = ro.behaviour_logprobs(device)?;
+        let seq_ref: Vec<f64> = batch
+            .ref_logp
+            .sum(D::Minus1)?
+            .to_vec1::<f32>()?
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let seq_old: Vec<f64> = ro
+            .logprobs
+            .iter()
+            .map(|lp| lp.iter().map(|&x| f64::from(x)).sum())
+            .collect();
+        let groups = ro.prompt_index.clone();
+        let n_groups = batch.baselines.len();
+        let baseline_seq_logp = self.baseline_logps(ro, &batch.baselines)?;
+        if !token_logp.sum_all()?.to_scalar::<f32>()?.is_finite() {
+            return Ok(None);
+        }
+        let inputs = LossInputs {
+            seq_logp: token_logp.sum(D::Minus1)?,
+            seq_logp_ref: seq_ref,
+            seq_logp_old: seq_old,
+            token_logp: token_logp.clone(),
+            token_logp_old,
+            token_logp_ref: batch.ref_logp.clone(),
+            mask: mask.clone(),
+            raw: batch.raw.clone(),
+            calibrated: batch.calibrated.clone(),
+            positive: batch.positive.clone(),
+            group: groups,
+            lengths: ro.responses.iter().map(Vec::len).collect(),
+            baseline_seq_logp,
+        };
+        debug_assert_eq!(inputs.baseline_seq_logp.len(), n_groups);
+        let out = task_loss(&task.optimizer, &inputs)?;
+        let mut stats: BTreeMap<String, f64> =
+            out.stats.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let coef = self.kl[l].coef();
+        let loss = if coef > 0.0 {
+            let penalty = match (&policy_logits, &batch.ref_logits) {
+                (Some(p), Some(q)) => kl_penalty_full(p, q, &mask.flatten_all()?)?,
+                _ => kl_penalty(&token_logp, &batch.ref_logp, &mask, task.kl.estimator)?,
+            };
+            stats.insert("kl_penalty".into(), f64::from(penalty.to_scalar::<f32>()?));
+            (out.loss + (penalty * coef)?)?
+        } else {
+            out.loss
+        };
+        Ok(Some((loss, stats)))
+    }
+
+    /// Per prompt of the batch, Σ log pi_theta of its passing baseline.
+    fn baseline_logps(
+        &self,
+        ro: &Rollouts,
+        baselines: &[Option<Vec<u32>>],
+    ) -> Result<Vec<Option<Tensor>>> {
+        let mut prompt_ids: Vec<Option<Vec<u32>>> = vec![None; baselines.len()];
+        for (i, &p) in ro.prompt_index.iter().enumerate() {
+            prompt_ids[p].get_or_insert_with(|| ro.prompts[i].clone());
+        }
+        let which: Vec<usize> = (0..baselines.len())
+            .filter(|&p| baselines[p].is_some() && prompt_ids[p].is_some())
+            .collect();
+        let mut out = vec![None; baselines.len()];
+        if which.is_empty() {
+            return Ok(out);
+        }
+        let sub = Rollouts {
+            prompt_index: which.clone(),
+            prompts: which
+                .iter()
+                .map(|&p| prompt_ids[p].clone().expect("filtered"))
+                .collect(),
+            responses: which
+                .iter()
+                .map(|&p| baselines[p].clone().expect("filtered"))
+                .collect(),
+            texts: vec![String::new(); which.len()],
+            logprobs: which
+                .iter()
+                .map(|&p| vec![0.0; baselines[p].as_ref().map_or(0, Vec::len)])
+                .collect(),
+            finished: vec![true; which.len()],
+            pad: ro.pad,
+        };
+        let seq =
+            crate::rollout::sequence_logprobs(self.policy.as_ref(), &sub, true)?.sum(D::Minus1)?;
+        for (k, &p) in which.iter().enumerate() {
+            out[p] = Some(seq.get(k)?);
+        }
+        Ok(out)
+    }
+
+    /// Each task's gradient at the current step (rollouts as `train_step`
+    /// would draw them) and their merge `Σ ρ_l g_l`, before clipping;
+    /// nothing is updated. For inspection and tests.
+    pub fn gradients(&self) -> Result<(Vec<TaskGradient>, Vec<Option<Tensor>>)> {
+        let mut merged: Vec<Option<Tensor>> = vec![None; self.vars.len()];
+        let mut per_task = Vec::new();
+        for l in 0..self.tasks.len() {
+            let batch = self.prepare(l)?;
+            let (loss, _) = self.task_loss(l, &batch)?.ok_or_else(|| {
+                Error::Train(format!(
+                    "task `{}`: non-finite log-probs",
+                    self.tasks[l].name
+                ))
+            })?;
+            let grad = task_gradient(&loss, &self.vars)?;
+            add_weighted(&mut merged, &grad.grads, self.tasks[l].weight)?;
+            per_task.push(grad);
+        }
+        Ok((per_task, merged))
+    }
+
+    /// One training step over every task; returns one metrics line per task.
+    pub fn train_step(&mut self) -> Result<Vec<TaskMetrics>> {
+        let mut batches = Vec::with_capacity(self.tasks.len());
+        for l in 0..self.tasks.len() {
+            batches.push(self.prepare(l)?);
+        }
+        let epochs = self
+            .tasks
+            .iter()
+            .map(|t| t.optimizer.epochs())
+            .max()
+            .unwrap_or(1);
+        let lr = learning_rate(&self.config.train, self.step);
+        let mut skipped = false;
+        for epoch in 0..epochs {
+            let mut merged: Vec<Option<Tensor>> = vec![None; self.vars.len()];
+            let mut finite = true;
+            for (l, batch) in batches.iter_mut().enumerate() {
+                if epoch >= self.tasks[l].optimizer.epochs() || batch.rollouts.is_empty() {
+                    continue;
+                }
+                let t = Instant::now();
+                let Some((loss, stats)) = self.task_loss(l, batch)? else {
+                    batch.metrics.loss = f64::NAN;
+                    finite = false;
+                    continue;
+                };
+                let value = f64::from(loss.to_scalar::<f32>()?);
+                let grad = task_gradient(&loss, &self.vars)?;
+                let m = &mut batch.metrics;
+                m.time_s.backward += t.elapsed().as_secs_f64();
+                if epoch == 0 {
+                    m.loss = value;
+                    m.grad_norm = grad.norm;
+                    m.loss_stats = stats;
+                }
+                finite &= value.is_finite() && grad.norm.is_finite();
+                add_weighted(&mut merged, &grad.grads, self.tasks[l].weight)?;
+            }
+            if !finite {
+                skipped = true;
+                break;
+            }
+            clip(&mut merged, self.config.train.max_grad_norm)?;
+            self.optimizer.step(&merged, lr)?;
+        }
+        let mut out = Vec::with_capacity(batches.len());
+        for (l, b) in batches.into_iter().enumerate() {
+            let mut m = b.metrics;
+            m.learning_rate = lr;
+            m.skipped = skipped;
+            if !skipped {
+                let kl = match self.tasks[l].kl.estimator {
+                    KlEstimator::K1 => m.kl_k1,
+                    _ => m.kl_k3,
+                };
+                self.kl[l].update(kl, m.used);
+            }
+            out.push(m);
+        }
+        self.step += 1;
+        if skipped {
+            self.consecutive_skips += 1;
+            if self.consecutive_skips >= self.config.train.max_consecutive_skips {
+                let last = self
+                    .last_checkpoint
+                    .as_ref()
+                    .map_or("none".to_string(), |p| p.display().to_string());
+                return Err(Error::Train(format!(
+                    "{} consecutive steps had a non-finite loss or gradient (last at step {}); stopping. Last good checkpoint: {last}",
+                    self.consecutive_skips, self.step
+                )));
+            }
+        } else {
+            self.consecutive_skips = 0;
+        }
+        Ok(out)
+    }
+
+    /// Pass rate and mean raw reward on each task's held-out prompts.
+    pub fn evaluate(&self) -> Result<Vec<TaskMetrics>> {
+        let mut out = Vec::new();
+        for (l, task) in self.tasks.iter().enumerate() {
+            let records: Vec<_> = self.eval[l]
+                .iter()
+                .take(self.config.train.eval_prompts)
+                .cloned()
+                .collect();
+            if records.is_empty() {
+                continue;
+            }
+            let prompts = records
+                .iter()
+                .map(|r| self.tokenizer.encode_chat(&messages(&r.prompt)))
+                .collect::<Result<Vec<_>>>()?;
+            let cfg = SamplingConfig {
+                temperature: if self.config.train.eval_greedy {
+                    0.0
+                } else {
+                    self.config.train.sampling.temperature
+                },
+                samples_per_prompt: 1,
+                seed: seed_of(&[self.config.seed, l as u64, 3]),
+                ..self.config.train.sampling.clone()
+            };
+            let t = Instant::now();
+            let ro = generate(
+                self.policy.as_ref(),
+                self.tokenizer.as_ref(),
+                &prompts,
+                &cfg,
+            )?;
+            let rollout = t.elapsed().as_secs_f64();
+            let views: Vec<_> = records
+                .iter()
+                .zip(&ro.texts)
+                .map(|(r, t)| r.view(t))
+                .collect();
+            let report = task.judges.judge(&views);
+            let raw = task
+                .reward
+                .model()
+                .score(&views)
+                .map_err(|e| Error::Reward {
+                    model: task.name.clone(),
+                    message: e.to_string(),
+                })?;
+            let n = records.len();
+            out.push(TaskMetrics {
+                kind: "eval".into(),
+                step: self.step,
+                task: task.name.clone(),
+                samples: n,
+                used: n,
+                reward_raw: mean(raw.iter().map(|&r| f64::from(r))),
+                pass_rate: report.count(Outcome::Satisfied) as f64 / n as f64,
+                pass_rate_by_judge: report
+                    .stats
+                    .iter()
+                    .map(|s| (s.name.clone(), s.pass as f64 / n as f64))
+                    .collect(),
+                judge_errors: report.errored(),
+                response_len: mean(ro.responses.iter().map(|r| r.len() as f64)),
+                time_s: Timing {
+                    rollout,
+                    ..Timing::default()
+                },
+                ..TaskMetrics::default()
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 {
+        0.0
+    } else {
+        sum / n as f64
+    }
+}
+
+/// The progress bar's message: pass rate, calibrated reward and KL per task.
+fn headline(metrics: &[TaskMetrics]) -> String {
+    metrics
+        .iter()
+        .map(|m| {
+            format!(
+                "{} pass {:.2} r {:.3} kl {:.3}",
+                m.task, m.pass_rate, m.reward_calibrated, m.kl_k3
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// Keeps only the metrics lines up to `step` (those a checkpoint covers).
+fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut kept = Vec::new();
+    for line in BufReader::new(file).lines() {
+        let line = line.map_err(|e| Error::io(path, e))?;
+        // Only `kind` and `step` are read: skipped steps have a null loss.
+        let Ok(m) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let at = m["step"].as_u64().unwrap_or(u64::MAX);
+        let covered = if m["kind"] == "eval" {
+            at <= step
+        } else {
+            at < step
+        };
+        if covered {
+            kept.push(line);
+        }
+    }
+    let tmp = path.with_extension("jsonl.partial");
+    std::fs::write(
+        &tmp,
+        kept.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}

@@ -1,0 +1,275 @@
+//! The multi-task trainer on TinyLm: per-task gradients merge by weight and
+//! stay independent, a resumed run equals an uninterrupted one, and
+//! non-finite steps are skipped and then stop the run.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor, Var};
+use cgpo::config::RunConfig;
+use cgpo::data::{read_prompts, PromptRecord};
+use cgpo::judges::JudgeRegistry;
+use cgpo::policy::{KvCache, Policy, TinyLm, TinyLmConfig, TokenBatch};
+use cgpo::reward::RewardRegistry;
+use cgpo::task::{build_stratifier, build_tasks};
+use cgpo::train::Trainer;
+
+const PROMPTS: &str = r#"{"id": "a1", "prompt": "Say hi.", "task": "short"}
+{"id": "a2", "prompt": "Greet me.", "task": "short"}
+{"id": "a3", "prompt": "One word please.", "task": "short"}
+{"id": "b1", "prompt": "Tell me about cats.", "task": "lower"}
+{"id": "b2", "prompt": "Describe the sea.", "task": "lower"}
+{"id": "b3", "prompt": "Write about rain.", "task": "lower"}
+"#;
+
+fn config(dir: &Path, steps: u64, kl_a: f64) -> RunConfig {
+    let json = format!(
+        r#"{{
+      "seed": 3,
+      "data": {{"train": "{train}"}},
+      "reward_models": {{"rm": {{"name": "lexical", "params": {{"per_word": 0.1}}}}}},
+      "tasks": [
+        {{"name": "short", "weight": 1.0, "reward": {{"model": "rm", "baseline": "policy_sample"}},
+          "judges": [{{"name": "length", "params": {{"max_words": 3}}}}],
+          "optimizer": {{"name": "crpg", "kl_max": 50.0}}, "generations_per_prompt": 2, "batch_size": 2,
+          "kl": {{"coef": {kl_a}, "estimator": "k3"}}}},
+        {{"name": "lower", "weight": 0.5, "reward": {{"model": "rm", "baseline": "policy_sample"}},
+          "judges": [{{"name": "regex", "params": {{"pattern": "[A-Z]", "must_match": false}}}}],
+          "optimizer": {{"name": "crraft", "kl_max": 50.0}}, "generations_per_prompt": 2, "batch_size": 2,
+          "kl": {{"coef": 0.05, "estimator": "k1"}}}}
+      ],
+      "policy": {{"kind": "tiny", "size": {{"hidden_size": 32, "intermediate_size": 64, "layers": 1, "heads": 2, "kv_heads": 1, "context_len": 128}}}},
+      "train": {{"steps": {steps}, "learning_rate": 0.01, "sampling": {{"max_new_tokens": 6}},
+                 "checkpoint_every": 2, "output_dir": "{out}"}}
+    }}"#,
+        train = dir.join("prompts.jsonl").display(),
+        out = dir.join("run").display()
+    );
+    RunConfig::from_json(&json).unwrap()
+}
+
+fn trainer(dir: &Path, steps: u64, kl_a: f64) -> Trainer {
+    std::fs::write(dir.join("prompts.jsonl"), PROMPTS).unwrap();
+    Trainer::new(
+        config(dir, steps, kl_a),
+        &JudgeRegistry::with_builtins(),
+        &RewardRegistry::with_builtins(),
+    )
+    .unwrap()
+}
+
+fn weights(t: &Trainer) -> Vec<Vec<u32>> {
+    t.policy()
+        .vars()
+        .iter()
+        .map(|(_, v)| {
+            v.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect()
+        })
+        .collect()
+}
+
+/// Metrics lines without the wall-clock times.
+fn metrics(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("time_s");
+            v
+        })
+        .collect()
+}
+
+fn bits(t: &Option<Tensor>) -> Vec<u32> {
+    t.as_ref()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .map(|x| x.to_bits())
+        .collect()
+}
+
+#[test]
+fn merged_gradient_is_the_weighted_sum_and_tasks_are_independent() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = trainer(dir.path(), 4, 0.0);
+    let (per_task, merged) = t.gradients().unwrap();
+    assert_eq!(per_task.len(), 2);
+    for (i, m) in merged.iter().enumerate() {
+        let expected = ((per_task[0].grads[i].as_ref().unwrap() * 1.0).unwrap()
+            + (per_task[1].grads[i].as_ref().unwrap() * 0.5).unwrap())
+        .unwrap();
+        let diff = (m.as_ref().unwrap() - expected)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-6, "var {i}: {diff}");
+    }
+    assert!(per_task.iter().all(|g| g.norm > 0.0 && g.norm.is_finite()));
+
+    // Another KL setting for task `short` changes its gradient only.
+    let dir2 = tempfile::tempdir().unwrap();
+    let (other, _) = trainer(dir2.path(), 4, 0.5).gradients().unwrap();
+    let changed = (0..per_task[0].grads.len())
+        .any(|i| bits(&per_task[0].grads[i]) != bits(&other[0].grads[i]));
+    assert!(
+        changed,
+        "the KL penalty of task `short` had no effect on its gradient"
+    );
+    for i in 0..per_task[1].grads.len() {
+        assert_eq!(
+            bits(&per_task[1].grads[i]),
+            bits(&other[1].grads[i]),
+            "task `lower` changed at var {i}"
+        );
+    }
+}
+
+#[test]
+fn resume_equals_an_uninterrupted_run() {
+    let a = tempfile::tempdir().unwrap();
+    let mut whole = trainer(a.path(), 4, 0.1);
+    whole.run().unwrap();
+
+    let b = tempfile::tempdir().unwrap();
+    trainer(b.path(), 2, 0.1).run().unwrap();
+    let mut resumed = trainer(b.path(), 4, 0.1);
+    assert!(resumed.resume().unwrap());
+    assert_eq!(resumed.step_count(), 2);
+    resumed.run().unwrap();
+
+    let (ma, mb) = (
+        metrics(&whole.metrics_path()),
+        metrics(&resumed.metrics_path()),
+    );
+    assert_eq!(ma.len(), 8);
+    assert_eq!(ma, mb);
+    assert_eq!(weights(&whole), weights(&resumed));
+    assert!(ma.iter().any(|m| m["loss"].as_f64().unwrap() != 0.0));
+}
+
+/// A policy whose differentiable forward is NaN: every step is non-finite.
+struct NanPolicy(TinyLm);
+
+impl Policy for NanPolicy {
+    fn vocab_size(&self) -> usize {
+        self.0.vocab_size()
+    }
+    fn context_len(&self) -> usize {
+        self.0.context_len()
+    }
+    fn device(&self) -> &Device {
+        Policy::device(&self.0)
+    }
+    fn forward(&self, b: &TokenBatch) -> cgpo::Result<Tensor> {
+        Ok((self.0.forward(b)? * f64::NAN)?)
+    }
+    fn forward_no_grad(&self, b: &TokenBatch) -> cgpo::Result<Tensor> {
+        self.0.forward_no_grad(b)
+    }
+    fn decode(&self, b: &TokenBatch, c: &mut KvCache) -> cgpo::Result<Tensor> {
+        self.0.decode(b, c)
+    }
+    fn vars(&self) -> Vec<(String, Var)> {
+        self.0.vars()
+    }
+    fn save(&self, p: &Path) -> cgpo::Result<()> {
+        self.0.save(p)
+    }
+    fn load(&mut self, p: &Path) -> cgpo::Result<()> {
+        self.0.load(p)
+    }
+    fn frozen(&self) -> cgpo::Result<Box<dyn Policy>> {
+        self.0.frozen()
+    }
+}
+
+#[test]
+fn non_finite_steps_are_skipped_then_stop_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("prompts.jsonl"), PROMPTS).unwrap();
+    let mut cfg = config(dir.path(), 10, 0.0);
+    cfg.train.max_consecutive_skips = 3;
+    let names = cfg.task_names();
+    let tasks = build_tasks(
+        &cfg,
+        &JudgeRegistry::with_builtins(),
+        &RewardRegistry::with_builtins(),
+    )
+    .unwrap();
+    let strata = build_stratifier(&cfg)
+        .unwrap()
+        .stratify(read_prompts(dir.path().join("prompts.jsonl"), Some(&names)).unwrap())
+        .unwrap();
+    let train: Vec<Vec<Arc<PromptRecord>>> =
+        names.iter().map(|n| strata.records(n).to_vec()).collect();
+    let tiny = TinyLm::new(
+        &TinyLmConfig {
+            hidden_size: 32,
+            intermediate_size: 64,
+            layers: 1,
+            heads: 2,
+            kv_heads: 1,
+            context_len: 128,
+        },
+        3,
+    )
+    .unwrap();
+    let tokenizer = Arc::new(tiny.tokenizer);
+    let before: Vec<Vec<f32>> = tiny
+        .vars()
+        .iter()
+        .map(|(_, v)| v.flatten_all().unwrap().to_vec1().unwrap())
+        .collect();
+    let mut t = Trainer::from_parts(
+        cfg,
+        tasks,
+        train,
+        vec![Vec::new(), Vec::new()],
+        Box::new(NanPolicy(tiny)),
+        tokenizer,
+    )
+    .unwrap();
+    let err = t.run().unwrap_err().to_string();
+    assert!(err.contains("3 consecutive steps"), "{err}");
+    // Checkpoint at step 2 was written before the third skip; weights never moved.
+    assert!(err.contains("step-000002"), "{err}");
+    let after: Vec<Vec<f32>> = t
+        .policy()
+        .vars()
+        .iter()
+        .map(|(_, v)| v.flatten_all().unwrap().to_vec1().unwrap())
+        .collect();
+    assert_eq!(before, after);
+    let lines = metrics(&t.metrics_path());
+    assert!(lines.iter().all(|m| m["skipped"] == true));
+}
+
+#[test]
+fn the_five_task_example_config_is_valid() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/configs/paper_five_tasks.json"
+    );
+    let cfg = RunConfig::from_file(path).unwrap();
+    assert_eq!(
+        cfg.task_names(),
+        ["chat", "instruction", "math", "code", "safety"]
+    );
+    let names: Vec<&str> = cfg.tasks.iter().map(|t| t.optimizer.name()).collect();
+    assert_eq!(names, ["crraft", "crpg", "crpg", "crpg", "codpo"]);
+}
