@@ -273,3 +273,32 @@ fn the_five_task_example_config_is_valid() {
     let names: Vec<&str> = cfg.tasks.iter().map(|t| t.optimizer.name()).collect();
     assert_eq!(names, ["crraft", "crpg", "crpg", "crpg", "codpo"]);
 }
+
+#[test]
+fn evaluation_lines_follow_the_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("prompts.jsonl"), PROMPTS).unwrap();
+    std::fs::write(
+        dir.path().join("eval.jsonl"),
+        PROMPTS.replace("\"id\": \"", "\"id\": \"eval-"),
+    )
+    .unwrap();
+    let mut cfg = config(dir.path(), 2, 0.0);
+    cfg.data.eval = Some(dir.path().join("eval.jsonl"));
+    cfg.train.eval_every = 1;
+    cfg.train.eval_prompts = 2;
+    let mut t = Trainer::new(
+        cfg,
+        &JudgeRegistry::with_builtins(),
+        &RewardRegistry::with_builtins(),
+    )
+    .unwrap();
+    t.run().unwrap();
+    let lines = metrics(&t.metrics_path());
+    let eval: Vec<_> = lines.iter().filter(|m| m["kind"] == "eval").collect();
+    assert_eq!(eval.len(), 4, "two evaluations of two tasks");
+    assert!(eval
+        .iter()
+        .all(|m| m["samples"] == 2 && m["pass_rate"].as_f64().is_some()));
+    assert_eq!(eval[2]["step"], 2);
+}
