@@ -45,6 +45,7 @@ pub mod reward;
 pub mod rollout;
 pub mod strata;
 pub mod task;
+pub mod threads;
 pub mod train;
 
 /// The README's examples run as doctests, so they cannot go stale.

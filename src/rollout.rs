@@ -266,25 +266,34 @@ fn mix(seed: u64, i: u64) -> u64 {
 /// log-prob.
 fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut StdRng) -> (u32, f32) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let lse = f64::from(max)
-        + logits
-            .iter()
-            .map(|&z| f64::from(z - max).exp())
-            .sum::<f64>()
-            .ln();
+    // exp(z - max) once, in f32 (the costly part over a large vocabulary);
+    // sums in f64. At temperature 1 the same values are the weights.
+    let unit: Vec<f32> = logits.iter().map(|&z| (z - max).exp()).collect();
+    let lse = f64::from(max) + unit.iter().map(|&w| f64::from(w)).sum::<f64>().ln();
     let logprob = |t: usize| (f64::from(logits[t]) - lse) as f32;
     if cfg.temperature == 0.0 {
         let best = argmax(logits);
         return (best as u32, logprob(best));
     }
-    let inv_t = 1.0 / f64::from(cfg.temperature);
-    let weight = |z: f32| (f64::from(z - max) * inv_t).exp();
+    let inv_t = 1.0 / cfg.temperature;
+    let weight = |t: usize| -> f64 {
+        if inv_t == 1.0 {
+            f64::from(unit[t])
+        } else {
+            f64::from(((logits[t] - max) * inv_t).exp())
+        }
+    };
     let token = if cfg.top_k == 0 && cfg.top_p >= 1.0 {
-        let total: f64 = logits.iter().map(|&z| weight(z)).sum();
+        let weights: Vec<f64> = if inv_t == 1.0 {
+            unit.iter().map(|&w| f64::from(w)).collect()
+        } else {
+            (0..logits.len()).map(weight).collect()
+        };
+        let total: f64 = weights.iter().sum();
         let mut u = rng.random::<f64>() * total;
         let mut pick = argmax(logits);
-        for (t, &z) in logits.iter().enumerate() {
-            u -= weight(z);
+        for (t, w) in weights.iter().enumerate() {
+            u -= w;
             if u <= 0.0 {
                 pick = t;
                 break;
@@ -304,7 +313,7 @@ fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut StdRng) -> (u32, f32) 
             order.truncate(keep);
         }
         order.sort_unstable_by(by_logit);
-        let weights: Vec<f64> = order.iter().map(|&t| weight(logits[t])).collect();
+        let weights: Vec<f64> = order.iter().map(|&t| weight(t)).collect();
         let total: f64 = weights.iter().sum();
         let mut kept = 0.0;
         let mut cut = order.len();

@@ -190,6 +190,7 @@ impl Transformer {
         source: &str,
     ) -> Result<Self> {
         cfg.validate().map_err(|m| Error::model(source, m))?;
+        crate::threads::pin_candle_threads();
         let mut names = Vec::new();
         let mut values = Vec::new();
         let mut problems = Vec::new();
