@@ -367,3 +367,38 @@ fn hugging_face_directory_round_trips_and_bad_files_are_named() {
         .to_string();
     assert!(err.contains("absent.gguf"), "{err}");
 }
+
+#[test]
+fn sampled_logprobs_match_a_full_forward() {
+    let Some(llama) = llama() else { return };
+    let t = &llama.tokenizer;
+    let prompts: Vec<Vec<u32>> = [
+        "Name a color.",
+        "Write one word about the sea, then explain it in a sentence.",
+    ]
+    .iter()
+    .map(|q| t.encode_chat(&[Message::new("user", *q)]).unwrap())
+    .collect();
+    let cfg = SamplingConfig {
+        max_new_tokens: 12,
+        samples_per_prompt: 2,
+        seed: 5,
+        top_p: 0.9,
+        ..SamplingConfig::default()
+    };
+    let out = generate(llama, t, &prompts, &cfg).unwrap();
+    let behaviour = out.behaviour_logprobs(&Device::Cpu).unwrap();
+    for grad in [false, true] {
+        let full = cgpo::rollout::sequence_logprobs(llama, &out, grad).unwrap();
+        let diff = (full - &behaviour)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        println!("grad={grad}: max |behaviour - recomputed| = {diff:.2e}");
+        assert!(diff < 1e-4, "grad={grad}: {diff}");
+    }
+}
