@@ -143,17 +143,71 @@ pub enum PolicyConfig {
     Tiny {
         #[serde(default)]
         size: TinyLmConfig,
+        /// Trained weights to load over the initialisation (see [`PolicyConfig::weights`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        weights: Option<PathBuf>,
     },
     /// A GGUF file of the `llama` architecture (e.g. SmolLM2).
-    Gguf { path: PathBuf },
+    Gguf {
+        path: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        weights: Option<PathBuf>,
+    },
     /// A Hugging Face directory: config.json, *.safetensors, tokenizer.json.
-    HfDir { path: PathBuf },
+    HfDir {
+        path: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        weights: Option<PathBuf>,
+    },
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig::Tiny {
             size: TinyLmConfig::default(),
+            weights: None,
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// Weights that replace the model's after it is built: a safetensors
+    /// file written by `Policy::save`, a checkpoint directory (`step-N/`,
+    /// its `policy.safetensors`) or an output directory (its `latest`
+    /// checkpoint). This is how a stage starts from the one before it
+    /// (SFT -> reward model / DPO -> CGPO).
+    pub fn weights(&self) -> Option<&Path> {
+        match self {
+            PolicyConfig::Tiny { weights, .. }
+            | PolicyConfig::Gguf { weights, .. }
+            | PolicyConfig::HfDir { weights, .. } => weights.as_deref(),
+        }
+    }
+
+    /// The same model without `weights`.
+    pub fn without_weights(&self) -> Self {
+        let mut out = self.clone();
+        match &mut out {
+            PolicyConfig::Tiny { weights, .. }
+            | PolicyConfig::Gguf { weights, .. }
+            | PolicyConfig::HfDir { weights, .. } => *weights = None,
+        }
+        out
+    }
+
+    /// Makes relative paths (the model's, its `weights`) relative to `dir`,
+    /// the config file's folder.
+    pub(crate) fn resolve_paths(&mut self, dir: &Path) {
+        let (path, weights) = match self {
+            PolicyConfig::Tiny { weights, .. } => (None, weights),
+            PolicyConfig::Gguf { path, weights } | PolicyConfig::HfDir { path, weights } => {
+                (Some(path), weights)
+            }
+        };
+        for p in path.into_iter().chain(weights.as_mut()) {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
         }
     }
 }
@@ -490,18 +544,23 @@ impl RunConfig {
             other => other,
         })?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        let policy_path = match &mut config.policy {
-            PolicyConfig::Gguf { path } | PolicyConfig::HfDir { path } => Some(path),
-            PolicyConfig::Tiny { .. } => None,
-        };
+        config.policy.resolve_paths(dir);
         for p in [&mut config.data.train, &mut config.data.eval]
             .into_iter()
             .flatten()
-            .chain(policy_path)
             .chain(Some(&mut config.train.output_dir))
         {
             if p.is_relative() {
                 *p = dir.join(&*p);
+            }
+        }
+        // A reward model's `params.path` (a trained model's directory) is
+        // relative to the config file too.
+        for spec in config.reward_models.values_mut() {
+            if let Some(serde_json::Value::String(p)) = spec.params.get_mut("path") {
+                if Path::new(p.as_str()).is_relative() {
+                    *p = dir.join(p.as_str()).display().to_string();
+                }
             }
         }
         Ok(config)

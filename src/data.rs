@@ -259,8 +259,23 @@ pub fn write_jsonl_atomic<T: Serialize>(
 fn collect_lines<T>(
     text: &str,
     file: &Path,
-    mut parse: impl FnMut(&Origin, Value) -> std::result::Result<T, Vec<DataError>>,
+    parse: impl FnMut(&Origin, Value) -> std::result::Result<T, Vec<DataError>>,
 ) -> Result<Vec<T>> {
+    let (items, errors) = parse_lines(text, file, parse);
+    if errors.is_empty() {
+        Ok(items)
+    } else {
+        Err(Error::Data(errors))
+    }
+}
+
+/// Runs `parse` on every non-blank line; returns the good values and the
+/// errors of the bad lines, for callers that may skip bad records.
+pub(crate) fn parse_lines<T>(
+    text: &str,
+    file: &Path,
+    mut parse: impl FnMut(&Origin, Value) -> std::result::Result<T, Vec<DataError>>,
+) -> (Vec<T>, Vec<DataError>) {
     let file: Arc<Path> = Arc::from(file);
     let mut items = Vec::new();
     let mut errors = Vec::new();
@@ -291,11 +306,7 @@ fn collect_lines<T>(
             Err(mut e) => errors.append(&mut e),
         }
     }
-    if errors.is_empty() {
-        Ok(items)
-    } else {
-        Err(Error::Data(errors))
-    }
+    (items, errors)
 }
 
 fn parse_record(
@@ -330,14 +341,17 @@ fn parse_record(
 
 /// Takes fields out of one JSON object, collecting an error per bad field;
 /// `finish` reports them together with any field left over (unknown).
-struct Fields<'o> {
+pub(crate) struct Fields<'o> {
     map: Map<String, Value>,
     origin: &'o Origin,
     errors: Vec<DataError>,
 }
 
 impl<'o> Fields<'o> {
-    fn new(value: Value, origin: &'o Origin) -> std::result::Result<Self, Vec<DataError>> {
+    pub(crate) fn new(
+        value: Value,
+        origin: &'o Origin,
+    ) -> std::result::Result<Self, Vec<DataError>> {
         match value {
             Value::Object(map) => Ok(Self {
                 map,
@@ -352,7 +366,11 @@ impl<'o> Fields<'o> {
         }
     }
 
-    fn error(&mut self, field: &str, message: impl Into<String>) {
+    pub(crate) fn has(&self, field: &str) -> bool {
+        self.map.contains_key(field)
+    }
+
+    pub(crate) fn error(&mut self, field: &str, message: impl Into<String>) {
         self.errors
             .push(DataError::new(self.origin, Some(field), message));
     }
@@ -365,7 +383,7 @@ impl<'o> Fields<'o> {
         v
     }
 
-    fn required_string(&mut self, field: &str, allow_empty: bool) -> Option<String> {
+    pub(crate) fn required_string(&mut self, field: &str, allow_empty: bool) -> Option<String> {
         match self.required(field)? {
             Value::String(s) if allow_empty || !s.trim().is_empty() => Some(s),
             Value::String(_) => {
@@ -392,7 +410,7 @@ impl<'o> Fields<'o> {
     }
 
     /// Ids are strings; integer ids are accepted and kept as their decimal text.
-    fn id(&mut self) -> Option<String> {
+    pub(crate) fn id(&mut self) -> Option<String> {
         match self.required("id")? {
             Value::String(s) if !s.trim().is_empty() => Some(s),
             Value::String(_) => {
@@ -410,7 +428,7 @@ impl<'o> Fields<'o> {
         }
     }
 
-    fn prompt(&mut self) -> Option<Prompt> {
+    pub(crate) fn prompt(&mut self) -> Option<Prompt> {
         match self.required("prompt")? {
             Value::String(s) if !s.trim().is_empty() => Some(Prompt::Text(s)),
             Value::String(_) => {
@@ -480,7 +498,7 @@ impl<'o> Fields<'o> {
         Some(Message::new(role?, content?))
     }
 
-    fn metadata(&mut self) -> Option<Value> {
+    pub(crate) fn metadata(&mut self) -> Option<Value> {
         match self.map.remove("metadata") {
             None | Some(Value::Null) => None,
             Some(v @ Value::Object(_)) => Some(v),
@@ -494,7 +512,7 @@ impl<'o> Fields<'o> {
         }
     }
 
-    fn finish(mut self) -> std::result::Result<(), Vec<DataError>> {
+    pub(crate) fn finish(mut self) -> std::result::Result<(), Vec<DataError>> {
         let unknown: Vec<String> = self.map.keys().cloned().collect();
         for key in unknown {
             self.error(&key, "unknown field");

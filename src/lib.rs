@@ -40,6 +40,7 @@ pub mod kl;
 pub mod local_judge;
 pub mod ops;
 pub mod optim;
+pub mod pipeline;
 pub mod policy;
 pub mod reward;
 pub mod rollout;

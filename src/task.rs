@@ -230,7 +230,7 @@ mod tests {
         );
         c.reward_models.get_mut("rm").unwrap().name = "bt".into();
         assert!(build_err(&c)
-            .starts_with("config `reward_models.rm`: unknown reward model `bt` (known: lexical)"));
+            .starts_with("config `reward_models.rm`: unknown reward model `bt` (known: bradley_terry, http, lexical)"));
         c.reward_models.get_mut("rm").unwrap().name = "lexical".into();
         c.reward_models.get_mut("rm").unwrap().params = json!({"per_wrd": 1});
         assert!(build_err(&c).contains("unknown field `per_wrd`"));

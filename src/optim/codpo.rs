@@ -119,7 +119,7 @@ pub(crate) fn dpo_loss(
 }
 
 /// `log(1 + exp(x))` computed stably as `relu(x) + log(1 + exp(-|x|))`.
-fn softplus(x: &Tensor) -> Result<Tensor> {
+pub(crate) fn softplus(x: &Tensor) -> Result<Tensor> {
     let tail = (x.abs()?.neg()?.exp()? + 1.0)?.log()?;
     Ok((x.relu()? + tail)?)
 }

@@ -12,7 +12,9 @@
 //! assert!((scores[0] - 1.3).abs() < 1e-6);
 //! ```
 
+mod bradley_terry;
 mod calibrated;
+mod http;
 mod lexical;
 
 use std::collections::BTreeMap;
@@ -22,9 +24,13 @@ use cgpo_judges::SampleView;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use bradley_terry::{
+    bradley_terry_loss, BradleyTerryReward, RewardModelFile, HEAD_FILE, MODEL_FILE,
+};
 pub use calibrated::{
     calibrate, BaselineGenerator, BaselineSource, CachedBaseline, CalibratedReward, RewardValues,
 };
+pub use http::{HttpReward, HttpRewardConfig};
 pub use lexical::LexicalReward;
 
 use crate::error::{Error, Result};
@@ -70,6 +76,12 @@ impl RewardRegistry {
         let mut r = Self::empty();
         r.register("lexical", |name, params| {
             Ok(Arc::new(LexicalReward::from_params(name, params)?))
+        });
+        r.register("bradley_terry", |name, params| {
+            Ok(Arc::new(BradleyTerryReward::from_params(name, params)?))
+        });
+        r.register("http", |name, params| {
+            Ok(Arc::new(HttpReward::from_params(name, params)?))
         });
         r
     }

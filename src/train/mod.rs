@@ -21,4 +21,7 @@ pub mod merge;
 mod trainer;
 
 pub use adamw::{learning_rate, AdamW};
-pub use trainer::{build_policy, RunSummary, TaskMetrics, Timing, Trainer};
+pub(crate) use trainer::truncate_metrics;
+pub use trainer::{
+    build_policy, load_policy, weights_file, RunSummary, TaskMetrics, Timing, Trainer,
+};

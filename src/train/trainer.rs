@@ -170,21 +170,59 @@ pub struct Trainer {
 
 /// Builds the policy a config names, with its tokenizer.
 pub fn build_policy(config: &RunConfig) -> Result<(Box<dyn Policy>, Arc<dyn TextTokenizer>)> {
+    load_policy(&config.policy, config.seed)
+}
+
+/// Builds a model from a policy config (TinyLm from `seed`), then loads its
+/// `weights` when given (see [`PolicyConfig::weights`]).
+pub fn load_policy(
+    policy: &PolicyConfig,
+    seed: u64,
+) -> Result<(Box<dyn Policy>, Arc<dyn TextTokenizer>)> {
     let device = candle_core::Device::Cpu;
-    Ok(match &config.policy {
-        PolicyConfig::Tiny { size } => {
-            let tiny = TinyLm::on_device(size, config.seed, &device)?;
+    let (mut model, tokenizer): (Box<dyn Policy>, Arc<dyn TextTokenizer>) = match policy {
+        PolicyConfig::Tiny { size, .. } => {
+            let tiny = TinyLm::on_device(size, seed, &device)?;
             (Box::new(tiny.model), Arc::new(tiny.tokenizer))
         }
-        PolicyConfig::Gguf { path } => {
+        PolicyConfig::Gguf { path, .. } => {
             let llama = Llama::from_gguf(path, &device, true)?;
             (Box::new(llama.model), Arc::new(llama.tokenizer))
         }
-        PolicyConfig::HfDir { path } => {
+        PolicyConfig::HfDir { path, .. } => {
             let llama = Llama::from_hf_dir(path, &device, true)?;
             (Box::new(llama.model), Arc::new(llama.tokenizer))
         }
-    })
+    };
+    if let Some(weights) = policy.weights() {
+        model.load(&weights_file(weights)?)?;
+    }
+    Ok((model, tokenizer))
+}
+
+/// The safetensors file `weights` names: the file itself, a checkpoint
+/// directory's `policy.safetensors`, or that of an output directory's
+/// `latest` checkpoint.
+pub fn weights_file(weights: &Path) -> Result<PathBuf> {
+    if !weights.is_dir() {
+        return Ok(weights.to_path_buf());
+    }
+    let dir = match checkpoint::latest(weights)? {
+        Some(latest) => latest,
+        None => weights.to_path_buf(),
+    };
+    let file = dir.join(checkpoint::POLICY_FILE);
+    if file.is_file() {
+        Ok(file)
+    } else {
+        Err(Error::model(
+            weights.display(),
+            format!(
+                "neither a checkpoint nor an output directory with a `latest` checkpoint: no {}",
+                file.display()
+            ),
+        ))
+    }
 }
 
 impl Trainer {
@@ -891,8 +929,9 @@ fn headline(metrics: &[TaskMetrics]) -> String {
         .join(" | ")
 }
 
-/// Keeps only the metrics lines up to `step` (those a checkpoint covers).
-fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+/// Keeps only the metrics lines up to `step` (those a checkpoint covers):
+/// `train` lines of earlier steps, other lines (evaluations) up to `step`.
+pub(crate) fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -906,10 +945,10 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
             continue;
         };
         let at = m["step"].as_u64().unwrap_or(u64::MAX);
-        let covered = if m["kind"] == "eval" {
-            at <= step
-        } else {
+        let covered = if m["kind"] == "train" {
             at < step
+        } else {
+            at <= step
         };
         if covered {
             kept.push(line);

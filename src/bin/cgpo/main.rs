@@ -2,8 +2,14 @@
 //!
 //! - `cgpo judge`: runs judges over a JSONL file of samples (see `judge.rs`).
 //! - `cgpo train`: the multi-task CGPO training loop (see `train.rs`).
+//! - `cgpo sft`, `cgpo reward train`, `cgpo dpo`: the stages before CGPO
+//!   (`sft.rs`, `reward.rs`, `dpo.rs`, sharing `stage.rs`).
 
+mod dpo;
 mod judge;
+mod reward;
+mod sft;
+mod stage;
 mod train;
 
 use std::process::ExitCode;
@@ -27,12 +33,22 @@ enum Command {
     Judge(judge::JudgeArgs),
     /// Train a policy with the multi-task CGPO loop of a run config.
     Train(train::TrainArgs),
+    /// Supervised fine-tuning on prompt/response records.
+    Sft(stage::StageArgs),
+    /// Reward models.
+    #[command(subcommand)]
+    Reward(reward::RewardCommand),
+    /// Offline DPO on preference pairs (the warm-up before CGPO).
+    Dpo(stage::StageArgs),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Judge(args) => judge::run(args),
         Command::Train(args) => train::run(args),
+        Command::Sft(args) => sft::run(args),
+        Command::Reward(command) => reward::run(command),
+        Command::Dpo(args) => dpo::run(args),
     };
     match result {
         Ok(code) => code,
