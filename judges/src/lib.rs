@@ -24,6 +24,7 @@
 
 mod code;
 mod error;
+pub mod http_client;
 pub mod ifeval;
 mod judge;
 pub mod llm;

@@ -33,8 +33,7 @@
 //! # Ok::<(), cgpo::Error>(())
 //! ```
 
-use std::time::Duration;
-
+use cgpo_judges::http_client::JsonClient;
 use cgpo_judges::SampleView;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -84,14 +83,7 @@ fn default_batch() -> usize {
 pub struct HttpReward {
     name: String,
     config: HttpRewardConfig,
-    api_key: Option<String>,
-    agent: ureq::Agent,
-}
-
-/// Why one attempt failed, and whether another may succeed.
-struct Failure {
-    message: String,
-    retryable: bool,
+    client: JsonClient,
 }
 
 impl HttpReward {
@@ -107,39 +99,21 @@ impl HttpReward {
                 config.url
             )));
         }
-        if !(config.timeout_s.is_finite() && config.timeout_s > 0.0) {
-            return Err(bad(format!(
-                "timeout_s must be > 0, got {}",
-                config.timeout_s
-            )));
-        }
-        if !(config.backoff_s.is_finite() && config.backoff_s >= 0.0) {
-            return Err(bad(format!(
-                "backoff_s must be >= 0, got {}",
-                config.backoff_s
-            )));
-        }
         if config.batch_size == 0 {
             return Err(bad("batch_size must be >= 1".into()));
         }
-        let api_key = match &config.api_key_env {
-            None => None,
-            Some(var) => Some(std::env::var(var).map_err(|_| {
-                bad(format!(
-                    "environment variable {var} (api_key_env) is not set"
-                ))
-            })?),
-        };
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs_f64(config.timeout_s)))
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let client = JsonClient::new(
+            config.url.clone(),
+            config.api_key_env.as_deref(),
+            config.timeout_s,
+            config.retries,
+            config.backoff_s,
+        )
+        .map_err(bad)?;
         Ok(Self {
             name,
             config,
-            api_key,
-            agent,
+            client,
         })
     }
 
@@ -167,63 +141,15 @@ impl HttpReward {
         json!({"model": self.config.model, "samples": samples}).to_string()
     }
 
-    fn attempt(&self, body: &str, n: usize) -> std::result::Result<Vec<f32>, Failure> {
-        let url = &self.config.url;
-        let mut call = self
-            .agent
-            .post(url)
-            .header("Content-Type", "application/json");
-        if let Some(key) = &self.api_key {
-            call = call.header("Authorization", &format!("Bearer {key}"));
-        }
-        let mut response = call.send(body).map_err(|e| Failure {
-            message: format!("request to {url} failed: {e}"),
-            retryable: true,
-        })?;
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().map_err(|e| Failure {
-            message: format!("reading the response from {url} failed: {e}"),
-            retryable: true,
-        })?;
-        if status != 200 {
-            let snippet: String = text.chars().take(200).collect();
-            return Err(Failure {
-                message: format!("{url} answered HTTP {status}: {snippet}"),
-                retryable: status == 429 || status >= 500,
-            });
-        }
-        parse_scores(&text, n).map_err(|m| Failure {
-            message: format!("{url}: {m}"),
-            retryable: false,
-        })
-    }
-
     /// One batch, with retries.
     fn request(&self, batch: &[SampleView<'_>]) -> Result<Vec<f32>> {
-        let body = self.body(batch);
-        let mut backoff = self.config.backoff_s;
-        let mut attempt = 0;
-        loop {
-            match self.attempt(&body, batch.len()) {
-                Ok(scores) => return Ok(scores),
-                Err(f) if f.retryable && attempt < self.config.retries => {
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_secs_f64(backoff));
-                    backoff *= 2.0;
-                }
-                Err(f) => {
-                    let tries = attempt + 1;
-                    return Err(Error::Reward {
-                        model: self.name.clone(),
-                        message: if tries > 1 {
-                            format!("{} (after {tries} attempts)", f.message)
-                        } else {
-                            f.message
-                        },
-                    });
-                }
-            }
-        }
+        let n = batch.len();
+        self.client
+            .post(&self.body(batch), |text| parse_scores(text, n))
+            .map_err(|message| Error::Reward {
+                model: self.name.clone(),
+                message,
+            })
     }
 }
 

@@ -19,12 +19,12 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{AnswerScore, LlmBackend, LlmRequest};
+use crate::http_client::JsonClient;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,52 +74,28 @@ fn default_top() -> u32 {
 
 pub struct OpenAiBackend {
     config: OpenAiConfig,
-    url: String,
-    api_key: Option<String>,
-    agent: ureq::Agent,
-}
-
-/// Why one attempt failed, and whether another may succeed.
-struct Failure {
-    message: String,
-    retryable: bool,
+    client: JsonClient,
 }
 
 impl OpenAiBackend {
     pub fn new(config: OpenAiConfig) -> Result<Self, String> {
-        if !(config.timeout_s.is_finite() && config.timeout_s > 0.0) {
-            return Err(format!("timeout_s must be > 0, got {}", config.timeout_s));
-        }
-        if !(config.backoff_s.is_finite() && config.backoff_s >= 0.0) {
-            return Err(format!("backoff_s must be >= 0, got {}", config.backoff_s));
-        }
         if config.max_concurrency == 0 {
             return Err("max_concurrency must be >= 1".into());
         }
-        let api_key = match &config.api_key_env {
-            None => None,
-            Some(var) => Some(
-                std::env::var(var)
-                    .map_err(|_| format!("environment variable {var} (api_key_env) is not set"))?,
-            ),
-        };
         let base = config.base_url.trim_end_matches('/');
         let url = if base.ends_with("/v1") {
             format!("{base}/chat/completions")
         } else {
             format!("{base}/v1/chat/completions")
         };
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs_f64(config.timeout_s)))
-            .http_status_as_error(false)
-            .build()
-            .into();
-        Ok(Self {
-            config,
+        let client = JsonClient::new(
             url,
-            api_key,
-            agent,
-        })
+            config.api_key_env.as_deref(),
+            config.timeout_s,
+            config.retries,
+            config.backoff_s,
+        )?;
+        Ok(Self { config, client })
     }
 
     fn body(&self, request: &LlmRequest) -> Value {
@@ -136,58 +112,9 @@ impl OpenAiBackend {
         body
     }
 
-    fn attempt(&self, body: &str, request: &LlmRequest) -> Result<AnswerScore, Failure> {
-        let mut call = self
-            .agent
-            .post(&self.url)
-            .header("Content-Type", "application/json");
-        if let Some(key) = &self.api_key {
-            call = call.header("Authorization", &format!("Bearer {key}"));
-        }
-        let mut response = call.send(body).map_err(|e| Failure {
-            message: format!("request to {} failed: {e}", self.url),
-            retryable: true,
-        })?;
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().map_err(|e| Failure {
-            message: format!("reading the response from {} failed: {e}", self.url),
-            retryable: true,
-        })?;
-        if status != 200 {
-            let snippet: String = text.chars().take(200).collect();
-            return Err(Failure {
-                message: format!("{} answered HTTP {status}: {snippet}", self.url),
-                retryable: status == 429 || status >= 500,
-            });
-        }
-        parse_answer(&text, request).map_err(|message| Failure {
-            message: format!("{}: {message}", self.url),
-            retryable: false,
-        })
-    }
-
     fn ask(&self, request: &LlmRequest) -> Result<AnswerScore, String> {
         let body = self.body(request).to_string();
-        let mut backoff = self.config.backoff_s;
-        let mut attempt = 0;
-        loop {
-            match self.attempt(&body, request) {
-                Ok(score) => return Ok(score),
-                Err(f) if f.retryable && attempt < self.config.retries => {
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_secs_f64(backoff));
-                    backoff *= 2.0;
-                }
-                Err(f) => {
-                    let tries = attempt + 1;
-                    return Err(if tries > 1 {
-                        format!("{} (after {tries} attempts)", f.message)
-                    } else {
-                        f.message
-                    });
-                }
-            }
-        }
+        self.client.post(&body, |text| parse_answer(text, request))
     }
 }
 
@@ -316,11 +243,17 @@ mod tests {
             top_logprobs: 5,
         };
         assert_eq!(
-            OpenAiBackend::new(config("http://h:1/")).unwrap().url,
+            OpenAiBackend::new(config("http://h:1/"))
+                .unwrap()
+                .client
+                .url(),
             "http://h:1/v1/chat/completions"
         );
         assert_eq!(
-            OpenAiBackend::new(config("http://h:1/v1")).unwrap().url,
+            OpenAiBackend::new(config("http://h:1/v1"))
+                .unwrap()
+                .client
+                .url(),
             "http://h:1/v1/chat/completions"
         );
         let mut c = config("http://h:1");
