@@ -10,7 +10,8 @@
 # --json $OUT/cuda_check.json and then, if present, the PyTorch peer bench
 # (benches/torch_peer.py). Everything is tee'd into $OUT/gpu.log. A failure of
 # the Rust part does not stop the PyTorch part; the exit status is non-zero
-# if either failed.
+# if either failed. CUDA_CHECK_ARGS adds arguments to cuda_check (e.g.
+# --only-candle); SKIP_TORCH=1 skips the PyTorch part.
 set -u
 
 bin="${1:-}"
@@ -53,7 +54,10 @@ except Exception:
     pass
 seen = []
 for r in roots:
-    for f in glob.glob(os.path.join(r, "**", "libnvrtc.so*"), recursive=True) + glob.glob(os.path.join(r, "libnvrtc.so*")):
+    hits = []
+    for lib in ("libnvrtc.so*", "libcublas.so*", "libcurand.so*", "libcudart.so*"):
+        hits += glob.glob(os.path.join(r, "**", lib), recursive=True) + glob.glob(os.path.join(r, lib))
+    for f in hits:
         d = os.path.dirname(f)
         if d not in seen:
             seen.append(d)
@@ -69,9 +73,10 @@ fi
 nvrtc_dirs=()
 for d in "${dirs[@]:-}"; do
     [ -n "$d" ] || continue
-    if compgen -G "$d/libnvrtc.so*" >/dev/null || compgen -G "$d/libcuda.so*" >/dev/null; then
+    if compgen -G "$d/libnvrtc.so*" >/dev/null || compgen -G "$d/libcuda.so*" >/dev/null \
+        || compgen -G "$d/libcublas.so*" >/dev/null || compgen -G "$d/libcurand.so*" >/dev/null; then
         nvrtc_dirs+=("$d")
-        echo "found: $(cd "$d" && ls libnvrtc.so* libnvrtc-builtins.so* libcuda.so* 2>/dev/null | tr '\n' ' ') in $d"
+        echo "found: $(cd "$d" && ls libnvrtc.so* libnvrtc-builtins.so* libcuda.so* libcublas.so* libcurand.so* libcudart.so* 2>/dev/null | tr '\n' ' ') in $d"
     fi
 done
 if [ "${#nvrtc_dirs[@]}" -eq 0 ]; then
@@ -88,13 +93,19 @@ if [ ! -x "$bin" ]; then
     # Carried files may lose the executable bit.
     cp "$bin" /tmp/cuda_check.$$ && chmod +x /tmp/cuda_check.$$ && bin=/tmp/cuda_check.$$
 fi
-echo "== $bin --json $OUT/cuda_check.json"
-"$bin" --json "$OUT/cuda_check.json"
+# A binary built with candle-cuda links the CUDA libraries: show what the
+# loader resolves (a "not found" here explains a failure to start).
+ldd "$bin" | grep -E "cuda|nvrtc|cublas|curand" || true
+echo "== $bin --json $OUT/cuda_check.json ${CUDA_CHECK_ARGS:-}"
+# shellcheck disable=SC2086
+"$bin" --json "$OUT/cuda_check.json" ${CUDA_CHECK_ARGS:-}
 rc=$?
 echo "== cuda_check exit status $rc"
 [ "$rc" -eq 0 ] || status=1
 
-if [ -f benches/torch_peer.py ]; then
+if [ -n "${SKIP_TORCH:-}" ]; then
+    echo "== SKIP_TORCH set: PyTorch peer skipped"
+elif [ -f benches/torch_peer.py ]; then
     echo "== python3 benches/torch_peer.py --device cuda --json $OUT/torch_cuda.json"
     python3 benches/torch_peer.py --device cuda --json "$OUT/torch_cuda.json"
     rc=$?

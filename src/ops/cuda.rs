@@ -18,8 +18,8 @@ use std::ffi::{c_char, CString};
 use std::sync::Arc;
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DriverError, LaunchArgs, LaunchConfig,
-    PushKernelArg,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, DriverError,
+    LaunchArgs, LaunchConfig, PushKernelArg,
 };
 use cudarc::nvrtc::{result as nvrtc_result, sys as nvrtc_sys, Ptx};
 
@@ -32,6 +32,7 @@ const LOGPROB_SRC: &str = include_str!("../../kernels/logprob.cu");
 const KL_SRC: &str = include_str!("../../kernels/kl.cu");
 
 /// Where NVRTC usually lives; quoted in the error when it cannot be loaded.
+#[cfg(not(feature = "candle-cuda"))]
 const NVRTC_HINT: &str = "add the directory that holds libnvrtc.so.* to LD_LIBRARY_PATH: it ships \
 with the CUDA toolkit (/usr/local/cuda/lib64, /usr/local/cuda/targets/x86_64-linux/lib) and with \
 PyTorch's pip wheels (site-packages/nvidia/cu13/lib or site-packages/nvidia/cuda_nvrtc/lib)";
@@ -116,6 +117,8 @@ impl DType {
 enum LogitsData<'a> {
     F32(&'a CudaSlice<f32>),
     Half(DType, &'a CudaSlice<u16>),
+    F32View(&'a CudaView<'a, f32>),
+    HalfView(DType, &'a CudaView<'a, u16>),
 }
 
 /// A borrowed row-major `[rows, vocab]` logits tensor on the device.
@@ -140,6 +143,27 @@ impl<'a> Logits<'a> {
     /// f16 logits as bit patterns; `data.len()` must be `rows * vocab`.
     pub fn f16(data: &'a CudaSlice<u16>, rows: usize, vocab: usize) -> Result<Self> {
         Self::checked(LogitsData::Half(DType::F16, data), data.len(), rows, vocab)
+    }
+
+    /// f32 logits in a view (e.g. a sub-range of a larger buffer, such as a
+    /// candle tensor's storage at its offset).
+    pub fn f32_view(data: &'a CudaView<'a, f32>, rows: usize, vocab: usize) -> Result<Self> {
+        Self::checked(LogitsData::F32View(data), data.len(), rows, vocab)
+    }
+
+    /// bf16 or f16 logits (as bit patterns) in a view.
+    pub fn half_view(
+        dtype: DType,
+        data: &'a CudaView<'a, u16>,
+        rows: usize,
+        vocab: usize,
+    ) -> Result<Self> {
+        if dtype == DType::F32 {
+            return Err(CudaOpError::Shape(
+                "half_view takes bf16 or f16 logits; use f32_view for f32".to_string(),
+            ));
+        }
+        Self::checked(LogitsData::HalfView(dtype, data), data.len(), rows, vocab)
     }
 
     fn checked(data: LogitsData<'a>, len: usize, rows: usize, vocab: usize) -> Result<Self> {
@@ -169,8 +193,8 @@ impl<'a> Logits<'a> {
     /// Element type.
     pub fn dtype(&self) -> DType {
         match self.data {
-            LogitsData::F32(_) => DType::F32,
-            LogitsData::Half(dtype, _) => dtype,
+            LogitsData::F32(_) | LogitsData::F32View(_) => DType::F32,
+            LogitsData::Half(dtype, _) | LogitsData::HalfView(dtype, _) => dtype,
         }
     }
 
@@ -188,6 +212,8 @@ impl<'a> Logits<'a> {
         match &self.data {
             LogitsData::F32(z) => args.arg(*z),
             LogitsData::Half(_, z) => args.arg(*z),
+            LogitsData::F32View(z) => args.arg(*z),
+            LogitsData::HalfView(_, z) => args.arg(*z),
         };
     }
 }
@@ -262,10 +288,53 @@ impl LogitsBuf {
         })
     }
 
+    /// The whole buffer as a gradient destination.
+    pub fn as_grad_out(&mut self) -> GradOut<'_> {
+        match self {
+            LogitsBuf::F32(g) => GradOut::F32(g.as_view_mut()),
+            LogitsBuf::Bf16(g) => GradOut::Half(DType::Bf16, g.as_view_mut()),
+            LogitsBuf::F16(g) => GradOut::Half(DType::F16, g.as_view_mut()),
+        }
+    }
+}
+
+/// Where a backward kernel writes the gradient: a mutable view in the
+/// logits' dtype (bf16 / f16 as bit patterns), e.g. of a [`LogitsBuf`] or
+/// of a buffer another library allocated.
+#[derive(Debug)]
+pub enum GradOut<'a> {
+    /// f32 values.
+    F32(CudaViewMut<'a, f32>),
+    /// bf16 or f16 bit patterns.
+    Half(DType, CudaViewMut<'a, u16>),
+}
+
+impl GradOut<'_> {
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        match self {
+            GradOut::F32(_) => DType::F32,
+            GradOut::Half(dtype, _) => *dtype,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            GradOut::F32(g) => g.len(),
+            GradOut::Half(_, g) => g.len(),
+        }
+    }
+
+    /// Whether the view holds no element.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn push<'b>(&'b mut self, args: &mut LaunchArgs<'b>) {
         match self {
-            LogitsBuf::F32(g) => args.arg(g),
-            LogitsBuf::Bf16(g) | LogitsBuf::F16(g) => args.arg(g),
+            GradOut::F32(g) => args.arg(g),
+            GradOut::Half(_, g) => args.arg(g),
         };
     }
 }
@@ -360,11 +429,24 @@ pub struct TokenKl {
 
 /// Library file names `cudarc` hands to the dynamic loader for `lib`
 /// (`"nvrtc"` or `"cuda"`).
+#[cfg(not(feature = "candle-cuda"))]
 pub fn library_candidates(lib: &str) -> Vec<String> {
     cudarc::get_lib_name_candidates(lib)
 }
 
+/// With `candle-cuda` the libraries are linked (candle's choice), so the
+/// dynamic loader resolves them before `main`; these are their sonames.
+#[cfg(feature = "candle-cuda")]
+pub fn library_candidates(lib: &str) -> Vec<String> {
+    match lib {
+        "cuda" => vec!["libcuda.so.1".to_string()],
+        "nvrtc" => vec!["libnvrtc.so.13".to_string()],
+        other => vec![format!("lib{other}.so")],
+    }
+}
+
 /// Checks that NVRTC can be loaded; `cudarc` would panic on first use otherwise.
+#[cfg(not(feature = "candle-cuda"))]
 pub fn ensure_nvrtc() -> Result<()> {
     // SAFETY: only attempts to dlopen the candidate names and closes them.
     if unsafe { nvrtc_sys::is_culib_present() } {
@@ -379,6 +461,7 @@ pub fn ensure_nvrtc() -> Result<()> {
 }
 
 /// Checks that the CUDA driver library can be loaded.
+#[cfg(not(feature = "candle-cuda"))]
 pub fn ensure_driver() -> Result<()> {
     // SAFETY: only attempts to dlopen the candidate names and closes them.
     if unsafe { cudarc::driver::sys::is_culib_present() } {
@@ -391,6 +474,47 @@ pub fn ensure_driver() -> Result<()> {
                 "install the NVIDIA driver or add the directory of libcuda.so.1 to LD_LIBRARY_PATH",
         })
     }
+}
+
+/// Linked NVRTC: present if the program started.
+#[cfg(feature = "candle-cuda")]
+pub fn ensure_nvrtc() -> Result<()> {
+    Ok(())
+}
+
+/// Linked driver library: present if the program started.
+#[cfg(feature = "candle-cuda")]
+pub fn ensure_driver() -> Result<()> {
+    Ok(())
+}
+
+/// Keeps memory freed on `stream`'s device in the device's default memory
+/// pool instead of handing it back to the driver at every synchronisation
+/// (the pool's release threshold becomes unbounded).
+///
+/// cudarc, and so candle, allocate stream-ordered from that pool. With the
+/// driver's default threshold of 0, every large temporary (a `[N, V]`
+/// gradient, candle's autograd accumulators) is mapped afresh after each
+/// synchronisation, which costs more than the kernels that fill it. This is
+/// the caching that PyTorch's allocator does by default. It is
+/// process-wide for the device and never shrinks the pool: call it once,
+/// when the process owns the GPU.
+pub fn retain_freed_memory(stream: &Arc<CudaStream>) -> Result<()> {
+    use cudarc::driver::{result as driver_result, sys as driver_sys};
+    let ctx = stream.context();
+    ctx.bind_to_thread()?;
+    // SAFETY: the device comes from a live context; the attribute takes a
+    // u64 (cuuint64_t) as documented for CU_MEMPOOL_ATTR_RELEASE_THRESHOLD.
+    unsafe {
+        let pool = driver_result::device::get_default_mem_pool(ctx.cu_device())?;
+        let mut threshold: u64 = u64::MAX;
+        driver_result::mem_pool::set_attribute(
+            pool,
+            driver_sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )?;
+    }
+    Ok(())
 }
 
 /// NVRTC version (major, minor).
@@ -705,11 +829,24 @@ impl CudaKernels {
         mask: Option<&CudaSlice<u8>>,
         grad: &mut LogitsBuf,
     ) -> Result<PendingTargetCheck> {
+        self.token_logprobs_bwd_view(logits, targets, lse, grad_out, mask, grad.as_grad_out())
+    }
+
+    /// [`Self::token_logprobs_bwd_deferred`] into any [`GradOut`] view.
+    pub fn token_logprobs_bwd_view(
+        &self,
+        logits: Logits<'_>,
+        targets: &CudaSlice<u32>,
+        lse: &CudaSlice<f32>,
+        grad_out: &CudaSlice<f32>,
+        mask: Option<&CudaSlice<u8>>,
+        mut grad: GradOut<'_>,
+    ) -> Result<PendingTargetCheck> {
         let (n, v) = (logits.rows, logits.vocab);
         Self::check_len("targets", targets.len(), n)?;
         Self::check_len("lse", lse.len(), n)?;
         Self::check_len("grad_out", grad_out.len(), n)?;
-        Self::check_grad(grad, &logits)?;
+        Self::check_grad(&grad, &logits)?;
         let (mask, has_mask) = self.mask_arg(mask, n)?;
         let mut err = self.stream.alloc_zeros::<u32>(1)?;
         let (n_arg, v_arg) = (n as i64, v as i64);
@@ -732,7 +869,7 @@ impl CudaKernels {
         Ok(PendingTargetCheck { err, vocab: v })
     }
 
-    fn check_grad(grad: &LogitsBuf, logits: &Logits<'_>) -> Result<()> {
+    fn check_grad(grad: &GradOut<'_>, logits: &Logits<'_>) -> Result<()> {
         if grad.dtype() != logits.dtype() || grad.len() != logits.rows * logits.vocab {
             return Err(CudaOpError::Shape(format!(
                 "gradient buffer is {:?} x {}, expected {:?} x {}",
@@ -821,13 +958,26 @@ impl CudaKernels {
         mask: Option<&CudaSlice<u8>>,
         grad: &mut LogitsBuf,
     ) -> Result<()> {
+        self.token_kl_bwd_view(policy, reference, fwd, grad_out, mask, grad.as_grad_out())
+    }
+
+    /// [`Self::token_kl_bwd_into`] into any [`GradOut`] view.
+    pub fn token_kl_bwd_view(
+        &self,
+        policy: Logits<'_>,
+        reference: Logits<'_>,
+        fwd: &TokenKl,
+        grad_out: &CudaSlice<f32>,
+        mask: Option<&CudaSlice<u8>>,
+        mut grad: GradOut<'_>,
+    ) -> Result<()> {
         Self::check_pair(&policy, &reference)?;
         let n = policy.rows;
         Self::check_len("kl", fwd.kl.len(), n)?;
         Self::check_len("lse_p", fwd.lse_p.len(), n)?;
         Self::check_len("lse_q", fwd.lse_q.len(), n)?;
         Self::check_len("grad_out", grad_out.len(), n)?;
-        Self::check_grad(grad, &policy)?;
+        Self::check_grad(&grad, &policy)?;
         let (mask, has_mask) = self.mask_arg(mask, n)?;
         let (n_arg, v_arg) = (n as i64, policy.vocab as i64);
         let mut args = self.stream.launch_builder(self.kl_bwd.get(policy.dtype()));

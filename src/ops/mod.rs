@@ -27,6 +27,8 @@
 //! # Ok::<(), cgpo::Error>(())
 //! ```
 
+#[cfg(feature = "candle-cuda")]
+mod candle_cuda;
 mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
@@ -117,13 +119,30 @@ fn u32_targets(op: &'static str, targets: &Tensor, n: usize) -> Result<Tensor> {
     })
 }
 
-fn cpu_only(op: &'static str, t: &Tensor) -> Result<()> {
+/// The fused ops run on the CPU and, with the `candle-cuda` feature, on
+/// CUDA devices.
+fn supported_device(op: &'static str, t: &Tensor) -> Result<()> {
     match t.device() {
         Device::Cpu => Ok(()),
+        #[cfg(feature = "candle-cuda")]
+        Device::Cuda(_) => Ok(()),
         other => Err(op_error(
             op,
-            format!("tensors on {other:?} are not supported by this build's fused op; the CUDA kernels are in kernels/ (feature `cuda`)"),
+            format!("tensors on {other:?} are not supported by this build's fused ops; CUDA tensors need the `candle-cuda` feature (scripts/build-cuda.sh)"),
         )),
+    }
+}
+
+/// On a CUDA device, keeps freed memory cached in the device's memory pool
+/// ([`cuda::retain_freed_memory`]); a no-op on the CPU. Without it every
+/// `[N, V]` gradient and autograd temporary is mapped afresh after each
+/// synchronisation.
+pub fn retain_freed_device_memory(device: &Device) -> Result<()> {
+    match device {
+        #[cfg(feature = "candle-cuda")]
+        Device::Cuda(d) => cuda::retain_freed_memory(&d.cuda_stream())
+            .map_err(|e| op_error("retain_freed_device_memory", e.to_string())),
+        _ => Ok(()),
     }
 }
 
@@ -134,11 +153,11 @@ fn cpu_only(op: &'static str, t: &Tensor) -> Result<()> {
 pub fn token_logprobs(logits: &Tensor, targets: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     const OP: &str = "token_logprobs";
     let (logits, n, _) = logits_2d(OP, logits)?;
-    cpu_only(OP, &logits)?;
+    supported_device(OP, &logits)?;
     let targets = u32_targets(OP, targets, n)?;
     let mask = mask_bytes(OP, mask, n)?;
     let out = logits.apply_op2(&targets, op::LogProbFwd { mask })?;
-    Ok(out.narrow(1, 0, 1)?.squeeze(1)?)
+    Ok(out.get(0)?)
 }
 
 /// The log-probs and, in the same call and outside autograd, the gradient
@@ -161,12 +180,13 @@ pub fn token_logprobs_and_grad(
     }
     let targets = u32_targets(OP, targets, n)?;
     let mask = mask_bytes(OP, mask, n)?;
-    cpu_only(OP, &logits)?;
+    supported_device(OP, &logits)?;
     let res = logits.apply_op2_no_bwd(&targets, &op::LogProbFwd { mask: mask.clone() })?;
-    let g0 = grad_out.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-    let bwd = op::LogProbBwd::new(&targets, mask, &res, g0, vec![0.0; n])?;
+    let grad_out = grad_out.to_device(logits.device())?;
+    let no_lse_grad = Tensor::zeros(n, DType::F32, logits.device())?;
+    let bwd = op::LogProbBwd::new(&targets, mask, &res, &grad_out, &no_lse_grad)?;
     let grad = logits.apply_op1_no_bwd(&bwd)?;
-    Ok((res.narrow(1, 0, 1)?.squeeze(1)?, grad))
+    Ok((res.get(0)?, grad))
 }
 
 /// The exact KL(p || q) = Σ_v p_v (log p_v - log q_v) per row, from policy
@@ -192,10 +212,10 @@ pub fn token_kl(
             ),
         ));
     }
-    cpu_only(OP, &zp)?;
+    supported_device(OP, &zp)?;
     let mask = mask_bytes(OP, mask, n)?;
     let out = zp.apply_op2(&zq.detach(), op::KlFwd { mask })?;
-    Ok(out.narrow(1, 0, 1)?.squeeze(1)?)
+    Ok(out.get(0)?)
 }
 
 /// Per-token KL estimates from the log-probs of the sampled tokens under the

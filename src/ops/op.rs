@@ -1,17 +1,31 @@
 //! The kernels as candle custom ops, with backward passes that give the
 //! gradient w.r.t. the (policy) logits only.
 //!
-//! Forward outputs carry what the backward needs: log-prob returns `[N, 2]`
-//! (log-prob, log-sum-exp), KL returns `[N, 3]` (KL, lse_p, lse_q); the
-//! public functions in `ops` narrow them to `[N]`. The backward ops hold the
-//! per-row vectors (targets, mask, saved values, upstream gradients; all
-//! `[N]`-sized) and stream the logits once to write the gradient.
+//! Forward outputs carry what the backward needs, one row per quantity:
+//! log-prob returns `[2, N]` (log-prob, log-sum-exp), KL returns `[3, N]`
+//! (KL, lse_p, lse_q); the public functions in `ops` take row 0. The
+//! backward ops hold the per-row inputs (targets, mask, saved values,
+//! upstream gradients; all `[N]`-sized: host vectors on the CPU, device
+//! tensors on CUDA) and stream the logits once to write the gradient.
+//!
+//! With the `candle-cuda` feature the same ops run on CUDA tensors through
+//! `super::candle_cuda`. The upstream gradients of the saved log-sum-exps
+//! are dropped there: the public functions never expose those rows, so
+//! they are always zero.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use half::{bf16, f16};
 
 use super::cpu;
+
+/// `[N, k]` interleaved rows (as the CPU kernels write them) to `[k, N]`.
+fn planar(interleaved: &[f32], k: usize) -> Vec<f32> {
+    let n = interleaved.len() / k;
+    (0..k)
+        .flat_map(|j| (0..n).map(move |i| interleaved[i * k + j]))
+        .collect()
+}
 
 /// The contiguous part of a storage slice that `layout` describes.
 fn contiguous<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> Result<&'a [T]> {
@@ -88,7 +102,18 @@ impl CustomOp2 for LogProbFwd {
             ),
             other => bail!("logits must be f32, bf16 or f16, got {:?}", other.dtype()),
         }
-        Ok((CpuStorage::F32(out), Shape::from((n, 2))))
+        Ok((CpuStorage::F32(planar(&out, 2)), Shape::from((2, n))))
+    }
+
+    #[cfg(feature = "candle-cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::candle_cuda::logprob_fwd(s1, l1, s2, l2, &self.mask)
     }
 
     fn bwd(
@@ -98,35 +123,76 @@ impl CustomOp2 for LogProbFwd {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         let op = LogProbBwd::new(
             targets,
             self.mask.clone(),
             res,
-            grad.iter().map(|g| g[0]).collect(),
-            grad.iter().map(|g| g[1]).collect(),
+            &grad.get(0)?,
+            &grad.get(1)?,
         )?;
         Ok((Some(logits.apply_op1_no_bwd(&op)?), None))
     }
 }
 
+/// The `[N]`-sized inputs of a backward op, where its kernel reads them.
+pub(super) enum RowInputs<H> {
+    /// Host vectors, for the CPU kernels.
+    Host(H),
+    /// Device tensors, for the CUDA kernels.
+    #[cfg(feature = "candle-cuda")]
+    Device(super::candle_cuda::DeviceRows),
+}
+
+impl<H> RowInputs<H> {
+    fn host(&self) -> Result<&H> {
+        match self {
+            RowInputs::Host(h) => Ok(h),
+            #[cfg(feature = "candle-cuda")]
+            RowInputs::Device(_) => {
+                bail!("the backward inputs are on a device but the logits are on the CPU")
+            }
+        }
+    }
+}
+
+pub(super) struct LogProbHost {
+    targets: Vec<u32>,
+    lse: Vec<f32>,
+    g0: Vec<f32>,
+    g1: Vec<f32>,
+}
+
 impl LogProbBwd {
-    /// From the forward's `[N, 2]` result and the upstream gradients of the
-    /// log-prob (`g0`) and of the log-sum-exp (`g1`).
+    /// From the forward's `[2, N]` result and the upstream gradients of the
+    /// log-prob (`g0`) and of the log-sum-exp (`g1`), all on the logits'
+    /// device.
     pub(super) fn new(
         targets: &Tensor,
         mask: Vec<u8>,
         res: &Tensor,
-        g0: Vec<f32>,
-        g1: Vec<f32>,
+        g0: &Tensor,
+        g1: &Tensor,
     ) -> Result<Self> {
-        let res = res.to_vec2::<f32>()?;
+        let g0 = g0.to_dtype(DType::F32)?;
+        #[cfg(feature = "candle-cuda")]
+        if targets.device().is_cuda() {
+            return Ok(Self {
+                mask,
+                rows: RowInputs::Device(super::candle_cuda::DeviceRows {
+                    targets: Some(targets.clone()),
+                    saved: res.clone(),
+                    g0,
+                }),
+            });
+        }
         Ok(Self {
-            targets: targets.to_vec1::<u32>()?,
             mask,
-            lse: res.iter().map(|r| r[1]).collect(),
-            g0,
-            g1,
+            rows: RowInputs::Host(LogProbHost {
+                targets: targets.to_vec1::<u32>()?,
+                lse: res.get(1)?.to_vec1::<f32>()?,
+                g0: g0.to_vec1::<f32>()?,
+                g1: g1.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+            }),
         })
     }
 }
@@ -162,11 +228,8 @@ fn gradient_buffer<T: cpu::Element>(len: usize) -> Vec<T> {
 }
 
 pub(super) struct LogProbBwd {
-    targets: Vec<u32>,
     mask: Vec<u8>,
-    lse: Vec<f32>,
-    g0: Vec<f32>,
-    g1: Vec<f32>,
+    rows: RowInputs<LogProbHost>,
 }
 
 impl CustomOp1 for LogProbBwd {
@@ -176,20 +239,12 @@ impl CustomOp1 for LogProbBwd {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, v) = dims2(l, "logits")?;
+        let h = self.rows.host()?;
         macro_rules! run {
             ($z:expr, $t:ty, $variant:ident) => {{
                 let z = contiguous($z, l, "logits")?;
                 let mut g = gradient_buffer::<$t>(n * v);
-                cpu::logprob_bwd(
-                    z,
-                    v,
-                    &self.targets,
-                    &self.mask,
-                    &self.lse,
-                    &self.g0,
-                    &self.g1,
-                    &mut g,
-                );
+                cpu::logprob_bwd(z, v, &h.targets, &self.mask, &h.lse, &h.g0, &h.g1, &mut g);
                 CpuStorage::$variant(g)
             }};
         }
@@ -200,6 +255,18 @@ impl CustomOp1 for LogProbBwd {
             other => bail!("logits must be f32, bf16 or f16, got {:?}", other.dtype()),
         };
         Ok((out, Shape::from((n, v))))
+    }
+
+    #[cfg(feature = "candle-cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let RowInputs::Device(rows) = &self.rows else {
+            bail!("the backward inputs are on the CPU but the logits are on a CUDA device")
+        };
+        super::candle_cuda::logprob_bwd(s, l, rows, &self.mask)
     }
 }
 
@@ -259,7 +326,18 @@ impl CustomOp2 for KlFwd {
                 b.dtype()
             ),
         }
-        Ok((CpuStorage::F32(out), Shape::from((n, 3))))
+        Ok((CpuStorage::F32(planar(&out, 3)), Shape::from((3, n))))
+    }
+
+    #[cfg(feature = "candle-cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::candle_cuda::kl_fwd(s1, l1, s2, l2, &self.mask)
     }
 
     fn bwd(
@@ -269,23 +347,42 @@ impl CustomOp2 for KlFwd {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let g0 = grad.get(0)?.to_dtype(DType::F32)?;
+        #[cfg(feature = "candle-cuda")]
+        if zp.device().is_cuda() {
+            let op = KlBwd {
+                mask: self.mask.clone(),
+                rows: RowInputs::Device(super::candle_cuda::DeviceRows {
+                    targets: None,
+                    saved: res.clone(),
+                    g0,
+                }),
+            };
+            return Ok((Some(zp.apply_op2_no_bwd(zq, &op)?), None));
+        }
         let op = KlBwd {
             mask: self.mask.clone(),
-            res: res.flatten_all()?.to_vec1::<f32>()?,
-            g0: grad.iter().map(|g| g[0]).collect(),
-            g1: grad.iter().map(|g| g[1]).collect(),
+            rows: RowInputs::Host(KlHost {
+                // The CPU kernel reads (kl, lse_p, lse_q) interleaved per row.
+                res: res.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?,
+                g0: g0.to_vec1::<f32>()?,
+                g1: grad.get(1)?.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+            }),
         };
         // The reference logits get no gradient.
         Ok((Some(zp.apply_op2_no_bwd(zq, &op)?), None))
     }
 }
 
-struct KlBwd {
-    mask: Vec<u8>,
+struct KlHost {
     res: Vec<f32>,
     g0: Vec<f32>,
     g1: Vec<f32>,
+}
+
+struct KlBwd {
+    mask: Vec<u8>,
+    rows: RowInputs<KlHost>,
 }
 
 impl CustomOp2 for KlBwd {
@@ -301,6 +398,7 @@ impl CustomOp2 for KlBwd {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (n, v) = dims2(l1, "policy logits")?;
+        let h = self.rows.host()?;
         macro_rules! run {
             ($p:expr, $q:expr, $t:ty, $variant:ident) => {{
                 let (p, q) = (
@@ -308,7 +406,7 @@ impl CustomOp2 for KlBwd {
                     contiguous($q, l2, "reference logits")?,
                 );
                 let mut g = gradient_buffer::<$t>(n * v);
-                cpu::kl_bwd(p, q, v, &self.mask, &self.res, &self.g0, &self.g1, &mut g);
+                cpu::kl_bwd(p, q, v, &self.mask, &h.res, &h.g0, &h.g1, &mut g);
                 CpuStorage::$variant(g)
             }};
         }
@@ -323,5 +421,18 @@ impl CustomOp2 for KlBwd {
             ),
         };
         Ok((out, Shape::from((n, v))))
+    }
+    #[cfg(feature = "candle-cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let RowInputs::Device(rows) = &self.rows else {
+            bail!("the backward inputs are on the CPU but the logits are on a CUDA device")
+        };
+        super::candle_cuda::kl_bwd(s1, l1, s2, l2, rows, &self.mask)
     }
 }

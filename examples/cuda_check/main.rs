@@ -2,8 +2,8 @@
 //! (`cgpo::ops::cuda`) on a GPU machine.
 //!
 //! ```text
-//! cargo build --release --features cuda --example cuda_check
-//! cuda_check [--json PATH] [--skip-bench] [--compile-only [--arch sm_90]]
+//! scripts/build-cuda.sh        # feature candle-cuda; or --features cuda alone
+//! cuda_check [--json PATH] [--skip-bench] [--only-candle] [--compile-only [--arch sm_90]]
 //! ```
 //!
 //! (a) every kernel, forward and backward, in f32, bf16 and f16, against a
@@ -13,9 +13,16 @@
 //! non-zero if any correctness case fails. `--compile-only` runs NVRTC
 //! without a GPU, which is how the sources are checked on a build machine.
 //!
+//! Built with `candle-cuda`, it then runs the same ops on candle CUDA
+//! tensors through `cgpo::ops` against the CPU path, forward and backward
+//! through candle's autograd ([`candle_route`]), and times them.
+//!
 //! NVRTC and libcuda are loaded at run time; if NVRTC is not found, add the
 //! directory of `libnvrtc.so.*` to `LD_LIBRARY_PATH` (scripts/gpu-check.sh
 //! does this).
+
+#[cfg(feature = "candle-cuda")]
+mod candle_route;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -35,6 +42,7 @@ type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 struct Args {
     json: Option<String>,
     skip_bench: bool,
+    only_candle: bool,
     compile_only: bool,
     arch: String,
 }
@@ -43,6 +51,7 @@ fn parse_args() -> AnyResult<Args> {
     let mut args = Args {
         json: None,
         skip_bench: false,
+        only_candle: false,
         compile_only: false,
         arch: "sm_90".to_string(),
     };
@@ -52,9 +61,10 @@ fn parse_args() -> AnyResult<Args> {
             "--json" => args.json = Some(it.next().ok_or("--json needs a path")?),
             "--arch" => args.arch = it.next().ok_or("--arch needs a value such as sm_90")?,
             "--skip-bench" => args.skip_bench = true,
+            "--only-candle" => args.only_candle = true,
             "--compile-only" => args.compile_only = true,
             "-h" | "--help" => {
-                println!("cuda_check [--json PATH] [--skip-bench] [--compile-only [--arch sm_90]]");
+                println!("cuda_check [--json PATH] [--skip-bench] [--only-candle] [--compile-only [--arch sm_90]]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}").into()),
@@ -107,12 +117,24 @@ fn run() -> AnyResult<bool> {
         cuda::BLOCK_THREADS
     );
 
-    let (correct, all_ok) = correctness(&kernels)?;
-    let bench = if args.skip_bench {
+    let (correct, mut all_ok) = if args.only_candle {
+        (Vec::new(), true)
+    } else {
+        correctness(&kernels)?
+    };
+    let bench = if args.skip_bench || args.only_candle {
         Vec::new()
     } else {
         bench(&kernels)?
     };
+    #[cfg(feature = "candle-cuda")]
+    let candle = {
+        let (section, ok) = candle_route::run(args.skip_bench)?;
+        all_ok &= ok;
+        section
+    };
+    #[cfg(not(feature = "candle-cuda"))]
+    let candle = Value::Null;
 
     if let Some(path) = &args.json {
         let doc = json!({
@@ -123,6 +145,7 @@ fn run() -> AnyResult<bool> {
             "correctness_pass": all_ok,
             "correctness": correct,
             "bench": bench,
+            "candle_route": candle,
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
         println!("wrote {path}");
