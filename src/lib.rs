@@ -33,6 +33,7 @@
 //! assert!(report.samples[0].is_positive() && !report.samples[1].is_positive());
 //! ```
 
+pub mod ablation;
 pub mod config;
 pub mod data;
 pub mod error;

@@ -302,3 +302,32 @@ fn evaluation_lines_follow_the_schedule() {
         .all(|m| m["samples"] == 2 && m["pass_rate"].as_f64().is_some()));
     assert_eq!(eval[2]["step"], 2);
 }
+
+#[test]
+fn an_uncalibrated_task_optimizes_the_raw_reward() {
+    let dir = tempfile::tempdir().unwrap();
+    let calibrated = trainer(dir.path(), 1, 0.0);
+    let (with, _) = calibrated.gradients().unwrap();
+
+    let dir2 = tempfile::tempdir().unwrap();
+    std::fs::write(dir2.path().join("prompts.jsonl"), PROMPTS).unwrap();
+    let mut cfg = config(dir2.path(), 1, 0.0);
+    cfg.tasks[0].reward.calibrated = false;
+    let raw = Trainer::new(
+        cfg,
+        &JudgeRegistry::with_builtins(),
+        &RewardRegistry::with_builtins(),
+    )
+    .unwrap();
+    let (without, _) = raw.gradients().unwrap();
+    // Same rollouts (same seed), another reward for task `short` only.
+    let changed =
+        (0..with[0].grads.len()).any(|i| bits(&with[0].grads[i]) != bits(&without[0].grads[i]));
+    assert!(
+        changed,
+        "`reward.calibrated: false` had no effect on the loss"
+    );
+    for i in 0..with[1].grads.len() {
+        assert_eq!(bits(&with[1].grads[i]), bits(&without[1].grads[i]));
+    }
+}

@@ -529,9 +529,17 @@ impl Trainer {
             .map(|&i| report.samples[i].is_positive())
             .collect();
         let raw = keep.iter().map(|&i| f64::from(values[i].raw)).collect();
+        // With `reward.calibrated: false` the optimizer sees the raw reward
+        // in place of the calibrated one; the metrics keep both.
         let calibrated = keep
             .iter()
-            .map(|&i| f64::from(values[i].calibrated))
+            .map(|&i| {
+                f64::from(if task.calibrated {
+                    values[i].calibrated
+                } else {
+                    values[i].raw
+                })
+            })
             .collect();
 
         let (ref_logp, ref_logits) = if rollouts.is_empty() {

@@ -341,9 +341,13 @@ pub fn strip_units(s: &str) -> Option<&str> {
             .iter()
             .find_map(|p| rest.strip_suffix(p));
         let word_end = power_stripped.unwrap_or(rest).trim_end();
+        // After the last character that cannot be in a unit, which may be
+        // more than one byte long.
         let word_start = word_end
-            .rfind(|c: char| !(c.is_ascii_alphabetic() || c == '/'))
-            .map_or(0, |k| k + 1);
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !(c.is_ascii_alphabetic() || c == '/'))
+            .map_or(0, |(k, c)| k + c.len_utf8());
         let word = &word_end[word_start..];
         if !word.is_empty() && UNITS.iter().any(|u| u.eq_ignore_ascii_case(word)) {
             rest = word_end[..word_start].trim_end();
@@ -401,6 +405,9 @@ mod tests {
         assert_eq!(strip_units("60 km/h"), Some("60"));
         assert_eq!(strip_units("3x"), None);
         assert_eq!(strip_units("cm"), None);
+        // Multi-byte characters before a unit (or none) do not panic.
+        assert_eq!(strip_units("\u{fffd}"), None);
+        assert_eq!(strip_units("5\u{b7}cm"), Some("5\u{b7}"));
         assert_eq!(text_key(" Yes "), "yes");
         assert_eq!(text_key("(C)"), "c");
     }

@@ -1,0 +1,141 @@
+//! The main job: CGPO's ablations on the built-in suite (`cgpo::ablation`).
+//!
+//! SFT, one Bradley-Terry reward model per task and the DPO warm-up of
+//! TinyLm (cached by seed under `<out>/warmup/`), then every run from that
+//! start; a table per task, `<out>/summary.json`, each run's
+//! `<out>/runs/<run>-seed<s>/metrics.jsonl` and SVG plots in `<out>/plots/`.
+//!
+//! ```sh
+//! cargo run --release --example ablation
+//! cargo run --release --example ablation -- --seeds 3
+//! cargo run --release --example ablation -- --runs cgpo-crpg,pg-unconstrained --steps 100
+//! cargo run --release --example ablation -- --quick
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use cgpo::ablation::runs::RunName;
+use cgpo::ablation::{run_ablation, AblationOptions, Summary};
+use clap::Parser;
+
+mod plots;
+
+#[derive(Parser)]
+#[command(about = "CGPO ablations on the built-in multi-task suite")]
+struct Args {
+    /// Runs, comma-separated (default: all): cgpo-crpg, cgpo-codpo,
+    /// cgpo-crraft, crpg-no-judges, pg-unconstrained, crpg-global-kl,
+    /// crpg-raw-reward.
+    #[arg(long, value_delimiter = ',')]
+    runs: Vec<String>,
+    /// Number of seeds (0, 1, ...).
+    #[arg(long, default_value_t = 1)]
+    seeds: u64,
+    /// Training steps per run (default: 60; 3 with --quick).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// A small model and a few steps: checks that everything runs (CI).
+    #[arg(long)]
+    quick: bool,
+    /// Output directory (default: runs/ablation, runs/ablation-quick).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn usage(key: &str, message: &str) -> cgpo::Error {
+    cgpo::Error::Config {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+fn options(args: &Args) -> Result<AblationOptions, cgpo::Error> {
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(if args.quick {
+            "runs/ablation-quick"
+        } else {
+            "runs/ablation"
+        })
+    });
+    let mut opts = if args.quick {
+        AblationOptions::quick(out)
+    } else {
+        AblationOptions::new(out)
+    };
+    if !args.runs.is_empty() {
+        opts.runs = args
+            .runs
+            .iter()
+            .map(|r| RunName::parse(r.trim()))
+            .collect::<Result<_, _>>()?;
+    }
+    if args.seeds == 0 {
+        return Err(usage("--seeds", "must be >= 1"));
+    }
+    opts.seeds = (0..args.seeds).collect();
+    if let Some(steps) = args.steps {
+        if steps == 0 {
+            return Err(usage("--steps", "must be >= 1"));
+        }
+        opts.settings.steps = steps;
+    }
+    opts.progress = true;
+    Ok(opts)
+}
+
+fn report(summary: &Summary, opts: &AblationOptions, seconds: f64) {
+    for w in &summary.warmups {
+        println!(
+            "warm-up seed {} ({:.0} s{}) in {}",
+            w.seed,
+            w.seconds,
+            if w.cached { ", cached" } else { "" },
+            w.dir.display()
+        );
+        for (task, r) in &w.reward_reports {
+            println!(
+                "  reward model {task:<7} held-out accuracy {:.3}, prefers the liked response on {:.0}% of prompts",
+                r.heldout_accuracy,
+                100.0 * r.exploit_preferred
+            );
+        }
+    }
+    print!("{}", summary.table());
+    for r in &summary.runs {
+        println!("{} seed {}: {:.0} s", r.name, r.seed, r.seconds);
+    }
+    println!(
+        "total {seconds:.0} s; summary: {}",
+        opts.out.join("summary.json").display()
+    );
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let opts = match options(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let t0 = Instant::now();
+    let summary = match run_ablation(&opts) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match plots::write_all(&summary, &opts.out.join("plots")) {
+        Ok(files) => println!("{} plots in {}", files, opts.out.join("plots").display()),
+        Err(e) => {
+            eprintln!("error: plots: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    report(&summary, &opts, t0.elapsed().as_secs_f64());
+    ExitCode::SUCCESS
+}

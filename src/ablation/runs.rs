@@ -1,0 +1,260 @@
+//! The ablation's runs (cgpo-spec section 5), each a [`RunConfig`] over the
+//! suite's tasks from the same warm-up.
+//!
+//! | Run | Optimizer | Reward | Judges | KL |
+//! |---|---|---|---|---|
+//! | `cgpo-crpg` | CRPG | calibrated | the task's | per task |
+//! | `cgpo-codpo` | CODPO | (ranks by raw) | the task's | per task |
+//! | `cgpo-crraft` | CRRAFT | calibrated | the task's | per task |
+//! | `crpg-no-judges` | CRPG | calibrated | none | per task |
+//! | `pg-unconstrained` | policy gradient | raw | none (ignored) | one global penalty |
+//! | `crpg-global-kl` | CRPG | calibrated | the task's | one setting for all |
+//! | `crpg-raw-reward` | CRPG | raw | the task's | per task |
+//!
+//! Per task, CGPO's KL settings are lenient where judges are precise
+//! (`math`, `format`: `kl_max` 20, penalty 0.01) and strict for `chat` and
+//! `safety` (`kl_max` 5, penalty 0.05); the global setting is `kl_max` 10,
+//! penalty 0.03 for every task.
+//!
+//! ```
+//! use cgpo::ablation::runs::RunName;
+//! assert_eq!(RunName::parse("cgpo-crpg").unwrap(), RunName::CgpoCrpg);
+//! assert_eq!(RunName::ALL.len(), 7);
+//! assert!(RunName::parse("ppo").is_err());
+//! ```
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use super::suite::{SuiteTask, TASKS};
+use super::warmup::Warmup;
+use crate::config::RunConfig;
+use crate::error::{Error, Result};
+
+/// One of the ablation's runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RunName {
+    CgpoCrpg,
+    CgpoCodpo,
+    CgpoCrraft,
+    CrpgNoJudges,
+    PgUnconstrained,
+    CrpgGlobalKl,
+    CrpgRawReward,
+}
+
+impl RunName {
+    pub const ALL: [RunName; 7] = [
+        RunName::CgpoCrpg,
+        RunName::CgpoCodpo,
+        RunName::CgpoCrraft,
+        RunName::CrpgNoJudges,
+        RunName::PgUnconstrained,
+        RunName::CrpgGlobalKl,
+        RunName::CrpgRawReward,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunName::CgpoCrpg => "cgpo-crpg",
+            RunName::CgpoCodpo => "cgpo-codpo",
+            RunName::CgpoCrraft => "cgpo-crraft",
+            RunName::CrpgNoJudges => "crpg-no-judges",
+            RunName::PgUnconstrained => "pg-unconstrained",
+            RunName::CrpgGlobalKl => "crpg-global-kl",
+            RunName::CrpgRawReward => "crpg-raw-reward",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == name)
+            .ok_or_else(|| {
+                let known: Vec<_> = Self::ALL.iter().map(|r| r.as_str()).collect();
+                Error::config(
+                    "--runs",
+                    format!("unknown run `{name}`; known: {}", known.join(", ")),
+                )
+            })
+    }
+
+    /// The task's section of a run config.
+    fn task(self, task: SuiteTask, k: usize, batch: usize) -> Value {
+        let strict = matches!(task, SuiteTask::Chat | SuiteTask::Safety);
+        let (kl_max, coef) = match self {
+            RunName::CrpgGlobalKl | RunName::PgUnconstrained => (10.0, 0.03),
+            _ if strict => (5.0, 0.05),
+            _ => (20.0, 0.01),
+        };
+        let optimizer = match self {
+            RunName::CgpoCodpo => json!({"name": "codpo"}),
+            RunName::CgpoCrraft => json!({"name": "crraft", "kl_max": kl_max}),
+            RunName::PgUnconstrained => json!({"name": "pg", "reward": "raw"}),
+            _ => json!({"name": "crpg", "kl_max": kl_max}),
+        };
+        // pg ignores y(a); its judges only fill the training metrics.
+        let judges = match self {
+            RunName::CrpgNoJudges => json!([]),
+            _ => task.judges(),
+        };
+        json!({
+            "name": task.name(),
+            "reward": {"model": task.name(), "baseline": "policy_sample",
+                       "calibrated": self != RunName::CrpgRawReward},
+            "judges": judges,
+            "optimizer": optimizer,
+            "generations_per_prompt": k,
+            "batch_size": batch,
+            "kl": {"coef": coef, "estimator": "k3"}
+        })
+    }
+}
+
+/// How long and how wide a run trains.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSettings {
+    pub steps: u64,
+    pub learning_rate: f64,
+    /// K and B per task.
+    pub generations_per_prompt: usize,
+    pub batch_size: usize,
+    pub max_new_tokens: usize,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        Self {
+            steps: 60,
+            learning_rate: 1e-3,
+            generations_per_prompt: 4,
+            batch_size: 4,
+            max_new_tokens: 40,
+        }
+    }
+}
+
+/// The run config of `run` from `warmup`, writing to `out`.
+pub fn run_config(
+    run: RunName,
+    warmup: &Warmup,
+    settings: &RunSettings,
+    seed: u64,
+    out: &Path,
+) -> Result<RunConfig> {
+    let path = |p: &Path| p.display().to_string();
+    let mut reward_models = serde_json::Map::new();
+    for task in TASKS {
+        let dir = warmup.reward_models.get(task.name()).ok_or_else(|| {
+            Error::Train(format!(
+                "the warm-up has no reward model for `{}`",
+                task.name()
+            ))
+        })?;
+        reward_models.insert(
+            task.name().into(),
+            json!({"name": "bradley_terry", "params": {"path": path(dir), "batch_size": 32}}),
+        );
+    }
+    let tasks: Vec<Value> = TASKS
+        .iter()
+        .map(|&t| run.task(t, settings.generations_per_prompt, settings.batch_size))
+        .collect();
+    let config = json!({
+        "seed": seed,
+        "data": {"train": path(&warmup.train_prompts)},
+        "reward_models": reward_models,
+        "tasks": tasks,
+        "policy": {"kind": "tiny", "size": warmup.config.model, "weights": path(&warmup.policy)},
+        "train": {"steps": settings.steps, "learning_rate": settings.learning_rate,
+                  "sampling": {"max_new_tokens": settings.max_new_tokens},
+                  "output_dir": path(out)}
+    });
+    RunConfig::from_json(&config.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::ablation::warmup::WarmupConfig;
+    use crate::config::{OptimizerConfig, RewardKind};
+
+    fn warmup() -> Warmup {
+        let dir = PathBuf::from("/nonexistent/warmup");
+        Warmup {
+            dir: dir.clone(),
+            seed: 0,
+            config: WarmupConfig::quick(),
+            policy: dir.join("dpo"),
+            reward_models: TASKS
+                .iter()
+                .map(|t| (t.name().to_string(), dir.join(t.name())))
+                .collect(),
+            reward_reports: BTreeMap::new(),
+            train_prompts: dir.join("prompts.jsonl"),
+            eval_prompts: dir.join("eval_prompts.jsonl"),
+            sft_heldout_loss: None,
+            dpo_heldout_margin: None,
+            seconds: 0.0,
+            cached: false,
+        }
+    }
+
+    #[test]
+    fn each_run_changes_what_its_name_says() {
+        let w = warmup();
+        let s = RunSettings::default();
+        let out = Path::new("/tmp/out");
+        let cfg = |r| run_config(r, &w, &s, 1, out).unwrap();
+        let full = cfg(RunName::CgpoCrpg);
+        assert_eq!(full.task_names(), ["math", "format", "chat", "safety"]);
+        assert!(full
+            .tasks
+            .iter()
+            .all(|t| !t.judges.is_empty() && t.reward.calibrated));
+        let kl_max: Vec<f64> = full
+            .tasks
+            .iter()
+            .map(|t| match t.optimizer {
+                OptimizerConfig::Crpg { kl_max, .. } => kl_max,
+                _ => panic!("not crpg"),
+            })
+            .collect();
+        assert_eq!(kl_max, [20.0, 20.0, 5.0, 5.0]);
+
+        let no_judges = cfg(RunName::CrpgNoJudges);
+        assert!(no_judges.tasks.iter().all(|t| t.judges.is_empty()));
+        let raw = cfg(RunName::CrpgRawReward);
+        assert!(raw.tasks.iter().all(|t| !t.reward.calibrated));
+        let global = cfg(RunName::CrpgGlobalKl);
+        assert!(global.tasks.iter().all(|t| t.kl.coef == 0.03
+            && matches!(t.optimizer, OptimizerConfig::Crpg { kl_max, .. } if kl_max == 10.0)));
+        let pg = cfg(RunName::PgUnconstrained);
+        assert!(pg.tasks.iter().all(|t| t.kl.coef == 0.03
+            && matches!(
+                t.optimizer,
+                OptimizerConfig::Pg {
+                    reward: RewardKind::Raw,
+                    ..
+                }
+            )));
+        assert!(matches!(
+            cfg(RunName::CgpoCodpo).tasks[0].optimizer,
+            OptimizerConfig::Codpo { .. }
+        ));
+        assert!(matches!(
+            cfg(RunName::CgpoCrraft).tasks[3].optimizer,
+            OptimizerConfig::Crraft { kl_max } if kl_max == 5.0
+        ));
+        for r in RunName::ALL {
+            let c = cfg(r);
+            assert_eq!(c.seed, 1);
+            assert_eq!(c.train.output_dir, out);
+            assert_eq!(c.policy.weights(), Some(w.policy.as_path()));
+        }
+    }
+}
