@@ -38,6 +38,11 @@ struct Args {
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Keep freed memory in the C heap (`cgpo::ops::retain_freed_host_memory`)
+    /// so that large temporaries do not page-fault afresh. For the PyTorch
+    /// peer the same setting is `GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736`.
+    #[arg(long)]
+    retain_host_memory: bool,
 }
 
 /// Median wall time of `f` after one warm-up run.
@@ -57,10 +62,16 @@ fn time(seconds: f64, mut f: impl FnMut() -> cgpo::Result<()>) -> cgpo::Result<D
 fn main() -> cgpo::Result<()> {
     let args = Args::parse();
     let dev = Device::Cpu;
+    let retained = args.retain_host_memory && cgpo::ops::retain_freed_host_memory();
     println!(
-        "CPU kernels: {} path, {} rayon threads",
+        "CPU kernels: {} path, {} rayon threads, freed memory {}",
         simd::path_name(),
-        rayon::current_num_threads()
+        rayon::current_num_threads(),
+        if retained {
+            "kept in the heap"
+        } else {
+            "returned to the OS (allocator default)"
+        }
     );
     println!(
         "{:<22} {:>6} {:>8} {:>10} {:>8}",

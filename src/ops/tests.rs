@@ -302,3 +302,12 @@ fn estimators_follow_their_formulas() {
     close(&k3[3..], &[want(-20.0)], 1e-6).unwrap();
     assert!(kl_estimate(&lp, &lq, KlEstimator::Full).is_err());
 }
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn glibc_accepts_the_retained_heap_settings() {
+    assert!(super::retain_freed_host_memory());
+    // Large allocations still work and are zeroed as asked.
+    let z = Tensor::zeros((64, 1 << 16), candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(z.sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+}
