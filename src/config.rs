@@ -519,15 +519,47 @@ pub enum KlEstimator {
     Full,
 }
 
+/// Parses one JSON document into `T`. A missing, unknown or mistyped key is
+/// an [`Error::Config`] naming its path (`tasks[1].optimizer.kind`), and
+/// trailing content is an error; semantic checks are the caller's.
+///
+/// ```
+/// use cgpo::config::parse_json;
+/// #[derive(Debug, serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct Cfg { steps: u32 }
+/// let err = parse_json::<Cfg>(r#"{"steps": "ten"}"#).unwrap_err();
+/// assert!(err.to_string().contains("steps"));
+/// assert!(parse_json::<Cfg>(r#"{"steps": 1} {}"#).is_err());
+/// ```
+pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let key = e.path().to_string();
+        Error::config(key, e.into_inner().to_string())
+    })?;
+    de.end().map_err(|e| Error::config(".", e.to_string()))?;
+    Ok(value)
+}
+
+/// Reads the config file at `path` and parses it with `parse`; a config
+/// error gets the file's name appended (`... (in runs/a.json)`), an
+/// unreadable file is an [`Error::Io`] naming it.
+pub fn read_config_file<T>(path: &Path, parse: impl FnOnce(&str) -> Result<T>) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse(&text).map_err(|e| match e {
+        Error::Config { key, message } => Error::Config {
+            key,
+            message: format!("{message} (in {})", path.display()),
+        },
+        other => other,
+    })
+}
+
 impl RunConfig {
     /// Parses and validates a config; errors name the key.
     pub fn from_json(text: &str) -> Result<Self> {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let config: RunConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let key = e.path().to_string();
-            Error::config(key, e.into_inner().to_string())
-        })?;
-        de.end().map_err(|e| Error::config(".", e.to_string()))?;
+        let config: RunConfig = parse_json(text)?;
         config.validate()?;
         Ok(config)
     }
@@ -535,14 +567,7 @@ impl RunConfig {
     /// Reads a config file; relative data paths become relative to its folder.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut config = Self::from_json(&text).map_err(|e| match e {
-            Error::Config { key, message } => Error::Config {
-                key,
-                message: format!("{message} (in {})", path.display()),
-            },
-            other => other,
-        })?;
+        let mut config = read_config_file(path, Self::from_json)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         config.policy.resolve_paths(dir);
         for p in [&mut config.data.train, &mut config.data.eval]

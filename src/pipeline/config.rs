@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{PolicyConfig, Schedule, TrainConfig};
+use crate::config::{parse_json, read_config_file, PolicyConfig, Schedule, TrainConfig};
 use crate::error::{Error, Result};
 
 /// Data files and what to do with bad records.
@@ -259,12 +259,7 @@ pub trait StageConfig: Serialize + DeserializeOwned {
 
     /// Parses and validates a config; errors name the key.
     fn from_json(text: &str) -> Result<Self> {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let config: Self = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let key = e.path().to_string();
-            Error::config(key, e.into_inner().to_string())
-        })?;
-        de.end().map_err(|e| Error::config(".", e.to_string()))?;
+        let config: Self = parse_json(text)?;
         config.validate()?;
         Ok(config)
     }
@@ -273,14 +268,7 @@ pub trait StageConfig: Serialize + DeserializeOwned {
     /// and the output directory defaults to `runs/<stage>` there.
     fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut config = Self::from_json(&text).map_err(|e| match e {
-            Error::Config { key, message } => Error::Config {
-                key,
-                message: format!("{message} (in {})", path.display()),
-            },
-            other => other,
-        })?;
+        let mut config = read_config_file(path, Self::from_json)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let (data, policy, train) = config.sections_mut();
         policy.resolve_paths(dir);

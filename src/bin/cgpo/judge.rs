@@ -52,17 +52,7 @@ struct JudgeConfig {
 
 fn load_config(args: &JudgeArgs) -> cgpo::Result<JudgeConfig> {
     match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-                path: path.clone(),
-                source: e,
-            })?;
-            let mut de = serde_json::Deserializer::from_str(&text);
-            serde_path_to_error::deserialize(&mut de).map_err(|e| Error::Config {
-                key: e.path().to_string(),
-                message: format!("{} (in {})", e.inner(), path.display()),
-            })
-        }
+        Some(path) => cgpo::config::read_config_file(path, cgpo::config::parse_json),
         None if args.judges.is_empty() => Err(Error::Config {
             key: "--judge".into(),
             message: "give at least one --judge NAME, or --config FILE".into(),
