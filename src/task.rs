@@ -28,7 +28,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cgpo_judges::{JudgeRegistry, MixtureOfJudges, MixtureReport};
+use cgpo_judges::{JudgeRegistry, MixtureOfJudges, MixtureReport, SampleView};
 
 use crate::config::{KlConfig, OptimizerConfig, RunConfig};
 use crate::data::Sample;
@@ -52,6 +52,15 @@ pub struct TaskSpec {
 }
 
 impl TaskSpec {
+    /// The raw reward-model score of each view (no calibration, no
+    /// judges); a scoring error names this task.
+    pub fn raw_scores(&self, views: &[SampleView<'_>]) -> Result<Vec<f32>> {
+        self.reward.model().score(views).map_err(|e| Error::Reward {
+            model: self.name.clone(),
+            message: e.to_string(),
+        })
+    }
+
     /// Judges and scores samples of this task, setting `judgement` and
     /// `reward` on each; returns the mixture's report (per-judge stats).
     pub fn assess(

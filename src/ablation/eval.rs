@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
 use crate::data::{read_prompts, PromptRecord};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::judges::JudgeRegistry;
 use crate::policy::{Policy, TextTokenizer};
 use crate::reward::RewardRegistry;
@@ -132,14 +132,7 @@ impl Evaluator {
                 .map(|(&p, t)| records[p].view(t))
                 .collect();
             let report = task.judges.judge(&views);
-            let raw = task
-                .reward
-                .model()
-                .score(&views)
-                .map_err(|e| Error::Reward {
-                    model: task.name.clone(),
-                    message: e.to_string(),
-                })?;
+            let raw = task.raw_scores(&views)?;
             let device = policy.device();
             let mask = ro.response_mask(device)?;
             let logp = ro.behaviour_logprobs(device)?;

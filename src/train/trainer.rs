@@ -879,14 +879,7 @@ impl Trainer {
                 .map(|(r, t)| r.view(t))
                 .collect();
             let report = task.judges.judge(&views);
-            let raw = task
-                .reward
-                .model()
-                .score(&views)
-                .map_err(|e| Error::Reward {
-                    model: task.name.clone(),
-                    message: e.to_string(),
-                })?;
+            let raw = task.raw_scores(&views)?;
             let n = records.len();
             out.push(TaskMetrics {
                 kind: "eval".into(),
