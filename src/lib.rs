@@ -37,6 +37,7 @@ pub mod ablation;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod instruct;
 pub mod kl;
 pub mod local_judge;
 pub mod ops;

@@ -55,6 +55,17 @@ use crate::error::Result;
 pub trait CausalLm: Send + Sync {
     /// Logits over the vocabulary for the token after `tokens`, shape `[V]`.
     fn next_token_logits(&self, tokens: &[u32]) -> Result<Tensor>;
+
+    /// Next-token logits `[B, V]` for several sequences; by default one
+    /// [`CausalLm::next_token_logits`] call each. Models override it with
+    /// one padded forward.
+    fn next_token_logits_batch(&self, seqs: &[Vec<u32>]) -> Result<Tensor> {
+        let rows = seqs
+            .iter()
+            .map(|s| self.next_token_logits(s))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::stack(&rows, 0)?)
+    }
 }
 
 /// The tokenizer side of a local judge model.
@@ -71,53 +82,96 @@ pub trait ChatTokenizer: Send + Sync {
 pub struct LocalLlmBackend {
     model: Arc<dyn CausalLm>,
     tokenizer: Arc<dyn ChatTokenizer>,
+    batch_size: usize,
 }
 
 impl LocalLlmBackend {
+    /// Questions go to the model 8 at a time.
     pub fn new(model: Arc<dyn CausalLm>, tokenizer: Arc<dyn ChatTokenizer>) -> Self {
-        Self { model, tokenizer }
+        Self {
+            model,
+            tokenizer,
+            batch_size: 8,
+        }
     }
 
-    fn ask(&self, request: &LlmRequest) -> Result<AnswerScore> {
-        let tokens = self.tokenizer.encode_chat(&request.messages)?;
+    /// Questions per forward pass (at least 1).
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// The answer words' log-probabilities for a batch of rendered questions.
+    fn ask(&self, requests: &[&LlmRequest], tokens: &[Vec<u32>]) -> Result<Vec<AnswerScore>> {
         let logits = self
             .model
-            .next_token_logits(&tokens)?
+            .next_token_logits_batch(tokens)?
             .to_dtype(DType::F32)?;
         let log_probs = log_softmax(&logits)?;
-        let word = |w: &str| -> Result<Option<f32>> {
-            let ids = self.tokenizer.answer_tokens(w)?;
-            let probs: Vec<f64> = ids
-                .iter()
-                .filter_map(|&i| log_probs.get(i as usize))
-                .map(|&lp| f64::from(lp).exp())
-                .collect();
-            Ok((!probs.is_empty()).then(|| probs.iter().sum::<f64>().ln() as f32))
-        };
-        Ok(AnswerScore::from_logprobs(
-            word(&request.positive)?,
-            word(&request.negative)?,
-        ))
+        requests
+            .iter()
+            .zip(&log_probs)
+            .map(|(request, row)| {
+                let word = |w: &str| -> Result<Option<f32>> {
+                    let ids = self.tokenizer.answer_tokens(w)?;
+                    let probs: Vec<f64> = ids
+                        .iter()
+                        .filter_map(|&i| row.get(i as usize))
+                        .map(|&lp| f64::from(lp).exp())
+                        .collect();
+                    Ok((!probs.is_empty()).then(|| probs.iter().sum::<f64>().ln() as f32))
+                };
+                Ok(AnswerScore::from_logprobs(
+                    word(&request.positive)?,
+                    word(&request.negative)?,
+                ))
+            })
+            .collect()
     }
 }
 
-/// Log-softmax of a `[V]` logits vector, in f32.
-fn log_softmax(logits: &Tensor) -> Result<Vec<f32>> {
+/// Row-wise log-softmax of `[B, V]` logits, in f32.
+fn log_softmax(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
     let max = logits.max_keepdim(D::Minus1)?;
     let shifted = logits.broadcast_sub(&max)?;
     let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    Ok(shifted
-        .broadcast_sub(&lse)?
-        .flatten_all()?
-        .to_vec1::<f32>()?)
+    Ok(shifted.broadcast_sub(&lse)?.to_vec2::<f32>()?)
 }
 
 impl LlmBackend for LocalLlmBackend {
     fn score(&self, requests: &[LlmRequest]) -> Vec<std::result::Result<AnswerScore, String>> {
-        requests
+        let fail = |e: crate::Error| format!("local judge model: {e}");
+        let mut out: Vec<std::result::Result<AnswerScore, String>> = requests
             .iter()
-            .map(|r| self.ask(r).map_err(|e| format!("local judge model: {e}")))
-            .collect()
+            .map(|_| Err("not asked".to_owned()))
+            .collect();
+        // Questions that fail to encode keep their own error; the rest go
+        // to the model in batches.
+        let mut ready = Vec::with_capacity(requests.len());
+        for (i, r) in requests.iter().enumerate() {
+            match self.tokenizer.encode_chat(&r.messages) {
+                Ok(tokens) => ready.push((i, tokens)),
+                Err(e) => out[i] = Err(fail(e)),
+            }
+        }
+        for chunk in ready.chunks(self.batch_size) {
+            let asked: Vec<&LlmRequest> = chunk.iter().map(|(i, _)| &requests[*i]).collect();
+            let tokens: Vec<Vec<u32>> = chunk.iter().map(|(_, t)| t.clone()).collect();
+            match self.ask(&asked, &tokens) {
+                Ok(scores) => {
+                    for ((i, _), score) in chunk.iter().zip(scores) {
+                        out[*i] = Ok(score);
+                    }
+                }
+                Err(e) => {
+                    let message = fail(e);
+                    for (i, _) in chunk {
+                        out[*i] = Err(message.clone());
+                    }
+                }
+            }
+        }
+        out
     }
 }
 

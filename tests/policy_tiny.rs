@@ -225,3 +225,29 @@ fn bad_checkpoints_and_prompts_are_errors_naming_the_problem() {
         .to_string();
     assert!(err.contains("999"), "{err}");
 }
+
+#[test]
+fn batched_next_token_logits_match_one_at_a_time() {
+    use cgpo::local_judge::CausalLm;
+    let lm = tiny();
+    let t = &lm.tokenizer;
+    let seqs = vec![
+        t.encode("is this a good answer?").unwrap(),
+        t.encode("no").unwrap(),
+        t.encode("a middle one").unwrap(),
+    ];
+    let batched = lm.next_token_logits_batch(&seqs).unwrap();
+    assert_eq!(batched.dims(), [3, lm.model.vocab_size()]);
+    for (i, s) in seqs.iter().enumerate() {
+        let one = lm.next_token_logits(s).unwrap();
+        let diff = (batched.get(i).unwrap() - one)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-4, "row {i}: {diff}");
+    }
+}

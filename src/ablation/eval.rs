@@ -1,13 +1,15 @@
-//! Evaluation of a policy on the suite's held-out prompts, the same for
-//! every run whatever it trains with: responses sampled at temperature 1
-//! (seeded, the same seed at every evaluation), judged by the task's full
-//! mixture of judges and scored by its reward model (raw), and the KL of
-//! the policy from the warm-up on those samples.
+//! Evaluation of a policy on held-out prompts, the same for every run
+//! whatever it trains with: responses sampled with the run config's
+//! sampling settings (temperature 1 in the ablation; seeded, the same seed
+//! at every evaluation), judged by the task's full mixture of judges and
+//! scored by its reward model (raw), and the KL of the policy from the
+//! reference on those samples.
 //!
 //! KL is the sequence-level single-sample estimate `Σ_t (log pi(a_t) -
 //! log pi_ref(a_t))` over a response's tokens (nats), averaged over the
-//! samples: an unbiased estimate of `KL(pi || pi_ref)` per response since
-//! the responses are drawn from `pi`.
+//! samples: at temperature 1 without top-k / top-p an unbiased estimate of
+//! `KL(pi || pi_ref)` per response, since the responses are drawn from
+//! `pi`; otherwise the mean log-ratio under the tempered sampler.
 //!
 //! ```
 //! use cgpo::ablation::eval::spread;
@@ -16,7 +18,14 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
 
 use candle_core::D;
 use cgpo_judges::{Message, Outcome, Prompt};
@@ -24,13 +33,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
 use crate::data::{read_prompts, PromptRecord};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::judges::JudgeRegistry;
 use crate::policy::{Policy, TextTokenizer};
 use crate::reward::RewardRegistry;
 use crate::rollout::{generate, sequence_logprobs, SamplingConfig};
 use crate::task::{build_tasks, TaskSpec};
-use crate::train::load_policy;
+use crate::train::{load_policy, Trainer};
 
 /// One task's evaluation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -62,21 +71,21 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
-    /// From a run config with every task's judges (`cgpo-crpg`'s), the
-    /// held-out prompts (`eval_prompts` per task, spread over the file's)
-    /// and `samples_per_prompt` responses to each.
+    /// From a run config with every task's judges (the ablation passes
+    /// `cgpo-crpg`'s), built from `judges` and `rewards`, the held-out
+    /// prompts (`eval_prompts` per task, spread over the file's),
+    /// `samples_per_prompt` responses to each, sampled as
+    /// `config.train.sampling` says.
     pub fn new(
         config: &RunConfig,
+        judges: &JudgeRegistry,
+        rewards: &RewardRegistry,
         eval_prompts: &std::path::Path,
         prompts_per_task: usize,
         samples_per_prompt: usize,
         seed: u64,
     ) -> Result<Self> {
-        let tasks = build_tasks(
-            config,
-            &JudgeRegistry::with_builtins(),
-            &RewardRegistry::with_builtins(),
-        )?;
+        let tasks = build_tasks(config, judges, rewards)?;
         let names = config.task_names();
         let records = read_prompts(eval_prompts, Some(&names))?;
         let prompts = names
@@ -94,18 +103,33 @@ impl Evaluator {
             })
             .collect();
         let (reference, tokenizer) = load_policy(&config.policy, config.seed)?;
-        Ok(Self {
+        let sampling = SamplingConfig {
+            samples_per_prompt,
+            seed,
+            ..config.train.sampling.clone()
+        };
+        Ok(Self::from_parts(
+            tasks, prompts, reference, tokenizer, sampling,
+        ))
+    }
+
+    /// From built parts: `prompts[l]` are task `l`'s held-out prompts, the
+    /// reference is the KL's, and `sampling` draws the responses (KL is an
+    /// unbiased estimate only at temperature 1 without top-k / top-p).
+    pub fn from_parts(
+        tasks: Vec<TaskSpec>,
+        prompts: Vec<Vec<Arc<PromptRecord>>>,
+        reference: Box<dyn Policy>,
+        tokenizer: Arc<dyn TextTokenizer>,
+        sampling: SamplingConfig,
+    ) -> Self {
+        Self {
             tasks,
             prompts,
             reference,
             tokenizer,
-            sampling: SamplingConfig {
-                samples_per_prompt,
-                temperature: 1.0,
-                seed,
-                ..config.train.sampling.clone()
-            },
-        })
+            sampling,
+        }
     }
 
     /// The warm-up, the reference of the KL.
@@ -115,7 +139,16 @@ impl Evaluator {
 
     /// Per task (by name): pass rate, raw reward and KL of `policy`.
     pub fn evaluate(&self, policy: &dyn Policy) -> Result<BTreeMap<String, EvalPoint>> {
+        Ok(self.evaluate_with_samples(policy)?.0)
+    }
+
+    /// [`Evaluator::evaluate`] with the judged samples, per task.
+    pub fn evaluate_with_samples(
+        &self,
+        policy: &dyn Policy,
+    ) -> Result<(BTreeMap<String, EvalPoint>, TaskSamples)> {
         let mut out = BTreeMap::new();
+        let mut samples = BTreeMap::new();
         for (task, records) in self.tasks.iter().zip(&self.prompts) {
             if records.is_empty() {
                 continue;
@@ -141,6 +174,20 @@ impl Evaluator {
                 .sum(D::Minus1)?
                 .to_vec1::<f32>()?;
             let n = views.len().max(1) as f64;
+            samples.insert(
+                task.name.clone(),
+                views
+                    .iter()
+                    .zip(&report.samples)
+                    .zip(&raw)
+                    .map(|((v, j), &r)| EvalSample {
+                        id: v.id.to_owned(),
+                        response: v.response.to_owned(),
+                        pass: j.outcome == Outcome::Satisfied,
+                        reward: r,
+                    })
+                    .collect(),
+            );
             out.insert(
                 task.name.clone(),
                 EvalPoint {
@@ -150,8 +197,127 @@ impl Evaluator {
                 },
             );
         }
-        Ok(out)
+        Ok((out, samples))
     }
+}
+
+/// Judged evaluation samples by task name.
+pub type TaskSamples = BTreeMap<String, Vec<EvalSample>>;
+
+/// One judged evaluation sample.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalSample {
+    /// The prompt's id.
+    pub id: String,
+    pub response: String,
+    /// Every judge of the task passed.
+    pub pass: bool,
+    /// Raw reward.
+    pub reward: f32,
+}
+
+/// How [`train_evaluated`] trains.
+#[derive(Clone, Debug)]
+pub struct TrainLoop {
+    pub steps: u64,
+    /// Evaluate every this many steps (and after the last).
+    pub eval_every: u64,
+    /// The metrics JSONL written (replaced): train lines, eval lines.
+    pub metrics: PathBuf,
+    /// The progress bar's label.
+    pub label: String,
+    pub progress: bool,
+}
+
+/// What [`train_evaluated`] measured.
+#[derive(Clone, Debug, Default)]
+pub struct Curve {
+    /// Every evaluation: the step and each task's point, `start` first.
+    pub points: Vec<(u64, BTreeMap<String, EvalPoint>)>,
+    /// Wall-clock seconds of each training step (evaluations excluded).
+    pub step_seconds: Vec<f64>,
+    /// Seconds spent in the evaluations after `start`.
+    pub eval_seconds: f64,
+    /// The judged samples of the last evaluation.
+    pub last_samples: TaskSamples,
+}
+
+/// Trains `trainer` to `run.steps` steps, evaluating with `evaluator` on
+/// schedule; `start` is the evaluation before the first step. Each step's
+/// metrics and each evaluation go to `run.metrics` as they happen.
+pub fn train_evaluated(
+    trainer: &mut Trainer,
+    evaluator: &Evaluator,
+    start: &BTreeMap<String, EvalPoint>,
+    run: &TrainLoop,
+) -> Result<Curve> {
+    let path = &run.metrics;
+    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut metrics = BufWriter::new(file);
+    let mut line = |value: serde_json::Value| -> Result<()> {
+        writeln!(metrics, "{value}")
+            .and_then(|_| metrics.flush())
+            .map_err(|e| Error::io(path, e))
+    };
+    let eval_lines = |step: u64, points: &BTreeMap<String, EvalPoint>| {
+        points
+            .iter()
+            .map(|(task, p)| {
+                json!({"kind": "eval", "step": step, "task": task,
+                       "eval_pass_rate": p.eval_pass_rate, "eval_reward": p.eval_reward, "kl": p.kl})
+            })
+            .collect::<Vec<_>>()
+    };
+    for l in eval_lines(trainer.step_count(), start) {
+        line(l)?;
+    }
+    let bar = if run.progress {
+        let bar = ProgressBar::new(run.steps);
+        bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "{} {{bar:30}} {{pos}}/{{len}} steps {{elapsed}}<{{eta}} {{msg}}",
+                run.label
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_position(trainer.step_count());
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut curve = Curve {
+        points: vec![(trainer.step_count(), start.clone())],
+        ..Curve::default()
+    };
+    while trainer.step_count() < run.steps {
+        let t = Instant::now();
+        let step_metrics = trainer.train_step()?;
+        curve.step_seconds.push(t.elapsed().as_secs_f64());
+        for m in step_metrics {
+            line(serde_json::to_value(&m).map_err(|e| Error::Train(e.to_string()))?)?;
+        }
+        let step = trainer.step_count();
+        bar.set_position(step);
+        if step % run.eval_every.max(1) == 0 || step == run.steps {
+            let t = Instant::now();
+            let (points, samples) = evaluator.evaluate_with_samples(trainer.policy())?;
+            curve.eval_seconds += t.elapsed().as_secs_f64();
+            curve.last_samples = samples;
+            bar.set_message(
+                points
+                    .iter()
+                    .map(|(t, p)| format!("{t} {:.2}", p.eval_pass_rate))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
+            for l in eval_lines(step, &points) {
+                line(l)?;
+            }
+            curve.points.push((step, points));
+        }
+    }
+    bar.finish_and_clear();
+    Ok(curve)
 }
 
 fn messages(prompt: &Prompt) -> Vec<Message> {

@@ -24,20 +24,16 @@ pub mod suite;
 pub mod warmup;
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::judges::JudgeRegistry;
 use crate::reward::RewardRegistry;
 use crate::train::Trainer;
-use eval::{EvalPoint, Evaluator};
+use eval::{train_evaluated, EvalPoint, Evaluator, TrainLoop};
 use runs::{run_config, RunName, RunSettings};
 use warmup::{Warmup, WarmupConfig};
 
@@ -97,6 +93,22 @@ impl AblationOptions {
 pub struct StartEnd {
     pub start: EvalPoint,
     pub end: EvalPoint,
+}
+
+impl StartEnd {
+    /// Each task of `start` with its point in `end` (default when absent).
+    pub fn per_task(
+        start: &BTreeMap<String, EvalPoint>,
+        end: &BTreeMap<String, EvalPoint>,
+    ) -> BTreeMap<String, StartEnd> {
+        start
+            .iter()
+            .map(|(task, s)| {
+                let e = end.get(task).copied().unwrap_or_default();
+                (task.clone(), StartEnd { start: *s, end: e })
+            })
+            .collect()
+    }
 }
 
 /// One run of one seed.
@@ -190,6 +202,8 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<Summary> {
         let full = run_config(RunName::CgpoCrpg, &warmup, &opts.settings, seed, &opts.out)?;
         let evaluator = Evaluator::new(
             &full,
+            &JudgeRegistry::with_builtins(),
+            &RewardRegistry::with_builtins(),
             &warmup.eval_prompts,
             opts.eval_prompts_per_task,
             opts.eval_samples_per_prompt,
@@ -228,69 +242,20 @@ fn train_run(
         &JudgeRegistry::with_builtins(),
         &RewardRegistry::with_builtins(),
     )?;
-    let path = dir.join("metrics.jsonl");
-    let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
-    let mut metrics = BufWriter::new(file);
-    let mut line = |value: serde_json::Value| -> Result<()> {
-        writeln!(metrics, "{value}").map_err(|e| Error::io(&path, e))
-    };
-    let eval_lines = |step: u64, points: &BTreeMap<String, EvalPoint>| {
-        points
-            .iter()
-            .map(|(task, p)| {
-                json!({"kind": "eval", "step": step, "task": task,
-                       "eval_pass_rate": p.eval_pass_rate, "eval_reward": p.eval_reward, "kl": p.kl})
-            })
-            .collect::<Vec<_>>()
-    };
-    for l in eval_lines(0, start) {
-        line(l)?;
-    }
-    let bar = if opts.progress {
-        let bar = ProgressBar::new(steps);
-        bar.set_style(
-            ProgressStyle::with_template(&format!(
-                "{} seed {seed} {{bar:30}} {{pos}}/{{len}} steps {{elapsed}}<{{eta}} {{msg}}",
-                run.as_str()
-            ))
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    let mut curve = vec![(0, start.clone())];
-    while trainer.step_count() < steps {
-        for m in trainer.train_step()? {
-            line(serde_json::to_value(&m).map_err(|e| Error::Train(e.to_string()))?)?;
-        }
-        let step = trainer.step_count();
-        bar.set_position(step);
-        if step % opts.eval_every.max(1) == 0 || step == steps {
-            let points = evaluator.evaluate(trainer.policy())?;
-            bar.set_message(
-                points
-                    .iter()
-                    .map(|(t, p)| format!("{t} {:.2}", p.eval_pass_rate))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            );
-            for l in eval_lines(step, &points) {
-                line(l)?;
-            }
-            curve.push((step, points));
-        }
-    }
-    bar.finish_and_clear();
-    metrics.flush().map_err(|e| Error::io(&path, e))?;
-    let end = &curve.last().expect("start is in the curve").1;
-    let tasks = start
-        .iter()
-        .map(|(task, s)| {
-            let e = end.get(task).copied().unwrap_or_default();
-            (task.clone(), StartEnd { start: *s, end: e })
-        })
-        .collect();
+    let curve = train_evaluated(
+        &mut trainer,
+        evaluator,
+        start,
+        &TrainLoop {
+            steps,
+            eval_every: opts.eval_every,
+            metrics: dir.join("metrics.jsonl"),
+            label: format!("{} seed {seed}", run.as_str()),
+            progress: opts.progress,
+        },
+    )?
+    .points;
+    let tasks = StartEnd::per_task(start, &curve.last().expect("start is in the curve").1);
     Ok(RunResult {
         name: run.as_str().to_string(),
         seed,
@@ -303,6 +268,7 @@ fn train_run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn the_summary_serializes_to_the_documented_schema_and_tabulates() {

@@ -198,8 +198,18 @@ pub(crate) fn last_logits(model: &dyn Policy, tokens: &[u32]) -> Result<Tensor> 
     Ok(model.decode(&batch, &mut KvCache::new())?.squeeze(0)?)
 }
 
+/// Next-token logits `[B, V]` of several sequences in one left-padded pass.
+pub(crate) fn last_logits_batch(model: &dyn Policy, seqs: &[Vec<u32>]) -> Result<Tensor> {
+    let batch = TokenBatch::left_padded(seqs, 0)?;
+    model.decode(&batch, &mut KvCache::new())
+}
+
 impl CausalLm for Llama {
     fn next_token_logits(&self, tokens: &[u32]) -> Result<Tensor> {
         last_logits(&self.model, tokens)
+    }
+
+    fn next_token_logits_batch(&self, seqs: &[Vec<u32>]) -> Result<Tensor> {
+        last_logits_batch(&self.model, seqs)
     }
 }

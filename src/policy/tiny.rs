@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::llama::{delegate_policy, last_logits};
+use super::llama::{delegate_policy, last_logits, last_logits_batch};
 use super::tokenizer::ByteTokenizer;
 use super::transformer::{Transformer, TransformerConfig};
 use crate::error::Result;
@@ -113,5 +113,9 @@ delegate_policy!(TinyLm);
 impl CausalLm for TinyLm {
     fn next_token_logits(&self, tokens: &[u32]) -> Result<Tensor> {
         last_logits(&self.model, tokens)
+    }
+
+    fn next_token_logits_batch(&self, seqs: &[Vec<u32>]) -> Result<Tensor> {
+        last_logits_batch(&self.model, seqs)
     }
 }

@@ -328,11 +328,15 @@ impl Transformer {
         let cos = self.cos.index_select(&pos, 0)?.reshape((b, t, half))?;
         let sin = self.sin.index_select(&pos, 0)?.reshape((b, t, half))?;
 
+        // Without gradients the weights are used detached: a variable would
+        // make candle record every op, and the KV cache would then keep the
+        // whole graph of every decoding step alive.
+        let weight = |w: &Tensor| if grad { w.clone() } else { w.detach() };
         let ids = Tensor::from_slice(batch.ids(), b * t, &self.device)?;
-        let mut x = self
-            .embed()
-            .index_select(&ids, 0)?
-            .reshape((b, t, self.cfg.hidden_size))?;
+        let mut x =
+            weight(self.embed())
+                .index_select(&ids, 0)?
+                .reshape((b, t, self.cfg.hidden_size))?;
         let eps = self.cfg.rms_norm_eps;
         let (nh, nkv, hd) = (
             self.cfg.num_attention_heads,
@@ -340,16 +344,16 @@ impl Transformer {
             self.cfg.head_dim(),
         );
         for l in 0..self.cfg.num_hidden_layers {
-            let h = rms_norm(&x, self.layer(l, 0), eps, grad)?;
+            let h = rms_norm(&x, &weight(self.layer(l, 0)), eps, grad)?;
             let heads = |w: &Tensor, n: usize| -> Result<Tensor> {
                 Ok(linear(&h, w)?
                     .reshape((b, t, n, hd))?
                     .transpose(1, 2)?
                     .contiguous()?)
             };
-            let q = rope(&heads(self.layer(l, 1), nh)?, &cos, &sin, grad)?;
-            let mut k = rope(&heads(self.layer(l, 2), nkv)?, &cos, &sin, grad)?;
-            let mut v = heads(self.layer(l, 3), nkv)?;
+            let q = rope(&heads(&weight(self.layer(l, 1)), nh)?, &cos, &sin, grad)?;
+            let mut k = rope(&heads(&weight(self.layer(l, 2)), nkv)?, &cos, &sin, grad)?;
+            let mut v = heads(&weight(self.layer(l, 3)), nkv)?;
             if store {
                 if let Some((pk, pv)) = &cache.layers[l] {
                     k = Tensor::cat(&[pk, &k], 2)?;
@@ -360,17 +364,17 @@ impl Transformer {
             let a = attention(&q, &k, &v, mask.as_ref(), grad)?
                 .transpose(1, 2)?
                 .reshape((b, t, nh * hd))?;
-            x = (x + linear(&a, self.layer(l, 4))?)?;
-            let h = rms_norm(&x, self.layer(l, 5), eps, grad)?;
-            let gate = linear(&h, self.layer(l, 6))?.silu()?;
-            let up = linear(&h, self.layer(l, 7))?;
-            x = (x + linear(&(gate * up)?, self.layer(l, 8))?)?;
+            x = (x + linear(&a, &weight(self.layer(l, 4)))?)?;
+            let h = rms_norm(&x, &weight(self.layer(l, 5)), eps, grad)?;
+            let gate = linear(&h, &weight(self.layer(l, 6)))?.silu()?;
+            let up = linear(&h, &weight(self.layer(l, 7)))?;
+            x = (x + linear(&(gate * up)?, &weight(self.layer(l, 8)))?)?;
         }
         if last_only {
             x = x.narrow(1, t - 1, 1)?;
         }
-        let x = rms_norm(&x, self.final_norm(), eps, grad)?;
-        let logits = linear(&x, self.lm_head())?;
+        let x = rms_norm(&x, &weight(self.final_norm()), eps, grad)?;
+        let logits = linear(&x, &weight(self.lm_head()))?;
         Ok(if last_only {
             logits.squeeze(1)?
         } else {
@@ -576,5 +580,25 @@ impl Policy for Transformer {
             device: self.device.clone(),
             source: format!("{} (frozen)", self.source),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::policy::{KvCache, Policy, TinyLm, TinyLmConfig, TokenBatch};
+
+    #[test]
+    fn no_grad_paths_record_no_graph_on_trainable_weights() {
+        let tiny = TinyLm::new(&TinyLmConfig::default(), 3).unwrap();
+        assert!(!tiny.model.vars().is_empty());
+        let batch = TokenBatch::left_padded(&[vec![5, 6, 7], vec![8]], 0).unwrap();
+        let mut cache = KvCache::new();
+        let logits = tiny.model.decode(&batch, &mut cache).unwrap();
+        assert!(!logits.track_op());
+        for (k, v) in cache.layers.iter().flatten() {
+            assert!(!k.track_op() && !v.track_op(), "the KV cache holds a graph");
+        }
+        assert!(!tiny.model.forward_no_grad(&batch).unwrap().track_op());
+        assert!(tiny.model.forward(&batch).unwrap().track_op());
     }
 }

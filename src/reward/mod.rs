@@ -16,6 +16,7 @@ mod bradley_terry;
 mod calibrated;
 mod http;
 mod lexical;
+mod llm_judge;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ pub use calibrated::{
 };
 pub use http::{HttpReward, HttpRewardConfig};
 pub use lexical::LexicalReward;
+pub use llm_judge::LlmJudgeReward;
 
 use crate::error::{Error, Result};
 

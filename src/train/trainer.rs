@@ -314,6 +314,11 @@ impl Trainer {
         self.policy.as_ref()
     }
 
+    /// pi_ref: the frozen copy of the policy as it was built.
+    pub fn reference(&self) -> &dyn Policy {
+        self.reference.as_ref()
+    }
+
     pub fn metrics_path(&self) -> PathBuf {
         self.out_dir.join("metrics.jsonl")
     }

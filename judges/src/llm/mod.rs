@@ -6,7 +6,9 @@
 //! The model sits behind [`LlmBackend`]: an OpenAI-compatible HTTP endpoint
 //! ([`OpenAiBackend`], in this crate) or a local candle model (in the `cgpo`
 //! crate). Built-in templates: [`JudgeTemplate::factuality`],
-//! [`JudgeTemplate::safety`], [`JudgeTemplate::false_refusal`].
+//! [`JudgeTemplate::safety`], [`JudgeTemplate::false_refusal`],
+//! [`JudgeTemplate::helpfulness`]. [`factory`] registers judges on a
+//! backend given in code.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -197,15 +199,17 @@ struct LlmParams {
     http: OpenAiConfig,
 }
 
-#[derive(Deserialize)]
+/// A template as params give it: a built-in's name or a custom template.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
-enum TemplateParam {
+pub enum TemplateParam {
     Builtin(String),
     Custom(JudgeTemplate),
 }
 
 impl TemplateParam {
-    fn resolve(self, judge: &str) -> Result<JudgeTemplate, JudgeError> {
+    /// The template; an unknown built-in name is an error naming `judge`.
+    pub fn resolve(self, judge: &str) -> Result<JudgeTemplate, JudgeError> {
         match self {
             TemplateParam::Custom(t) => Ok(t),
             TemplateParam::Builtin(name) => {
@@ -218,6 +222,42 @@ impl TemplateParam {
                 })
             }
         }
+    }
+}
+
+/// Params of a judge on a backend given in code ([`factory`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateOnly {
+    template: TemplateParam,
+}
+
+/// A registry factory for LLM judges on `backend` (an in-process model,
+/// say): params `{"template": NAME | {system?, user, positive, negative}}`.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use cgpo_judges::llm::{factory, AnswerScore, LlmBackend, LlmRequest};
+/// # use cgpo_judges::{JudgeRegistry, JudgeSpec};
+/// struct AlwaysYes;
+/// impl LlmBackend for AlwaysYes {
+///     fn score(&self, r: &[LlmRequest]) -> Vec<Result<AnswerScore, String>> {
+///         r.iter().map(|_| Ok(AnswerScore::from_text("Yes"))).collect()
+///     }
+/// }
+/// let mut judges = JudgeRegistry::with_builtins();
+/// judges.register("local_llm", factory(Arc::new(AlwaysYes)));
+/// let spec: JudgeSpec = serde_json::from_str(
+///     r#"{"name": "local_llm", "params": {"template": "false_refusal"}}"#).unwrap();
+/// assert!(judges.build(&spec).is_ok());
+/// ```
+pub fn factory(
+    backend: Arc<dyn LlmBackend>,
+) -> impl Fn(&str, &Value) -> Result<Box<dyn Judge>, JudgeError> + Send + Sync + 'static {
+    move |name, params| {
+        let p: TemplateOnly = parse_params(name, params)?;
+        let template = p.template.resolve(name)?;
+        Ok(Box::new(LlmJudge::new(name, template, backend.clone())))
     }
 }
 

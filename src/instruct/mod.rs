@@ -1,0 +1,424 @@
+//! CGPO on a real instruction-tuned chat model (SmolLM2-135M-Instruct from
+//! `scripts/fetch-smollm2.sh`, or any Llama-family GGUF with a chat
+//! template): three tasks of generated prompts ([`prompts`]), each with its
+//! own judges, one LLM-judge reward model, held-out evaluation before and
+//! after, and a [`InstructSummary`] with pass rates, KL, seconds per step
+//! and peak memory. `examples/smollm2.rs` drives it; `docs/smollm2.md` has
+//! the results.
+//!
+//! | Task | Judges | Optimizer |
+//! |---|---|---|
+//! | `instruction` | `ifeval` (the prompt's IFEval constraint) | CRPG |
+//! | `math` | `math` ("The final answer is X.", X = the answer) | CRRAFT |
+//! | `helpful` | `refusal` (must not refuse) AND `local_llm` with the `false_refusal` template | CRPG |
+//!
+//! **Reward.** No reward model for this model ships as a package on the
+//! registries this project can reach, so the reward is the model's own
+//! judgement: [`crate::reward::LlmJudgeReward`] asks a frozen copy of the
+//! *initial* policy the `helpfulness` question and scores the log-odds of
+//! "Yes". The same frozen model answers the `false_refusal` judge's
+//! question, in-process ([`crate::local_judge::LocalLlmBackend`]). Rewards
+//! are calibrated against greedy reference answers (cgpo-spec section 2).
+//!
+//! **Fine-tuning.** Full fine-tuning: every weight of the policy is trained
+//! (AdamW); the reference and the judge stay frozen.
+//!
+//! ```no_run
+//! use cgpo::instruct::{run, InstructOptions};
+//! let opts = InstructOptions::new("SmolLM2-135M-Instruct.Q4_1.gguf", "runs/smollm2");
+//! let summary = run(&opts)?;
+//! print!("{}", summary.table());
+//! # Ok::<(), cgpo::Error>(())
+//! ```
+
+pub mod prompts;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::ablation::eval::{train_evaluated, EvalPoint, EvalSample, Evaluator, TrainLoop};
+use crate::ablation::StartEnd;
+use crate::config::RunConfig;
+use crate::error::{Error, Result};
+use crate::judges::{llm, JudgeRegistry};
+use crate::local_judge::LocalLlmBackend;
+use crate::policy::Llama;
+use crate::reward::{LlmJudgeReward, RewardRegistry};
+use crate::train::Trainer;
+use prompts::{records, Split, TASKS};
+
+/// The registered name of the judge and reward model on the frozen model.
+pub const LOCAL_LLM: &str = "local_llm";
+
+/// What to run and where.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstructOptions {
+    /// The GGUF file of the policy (and of the judge).
+    pub model: PathBuf,
+    /// Prompts, metrics, `summary.json` and the trained policy go here.
+    pub out: PathBuf,
+    pub seed: u64,
+    pub steps: u64,
+    /// Evaluate on the held-out prompts every this many steps (and at the
+    /// end).
+    pub eval_every: u64,
+    pub learning_rate: f64,
+    /// K, responses per prompt.
+    pub generations_per_prompt: usize,
+    /// Prompts per step of each task, in [`TASKS`] order.
+    pub batch_sizes: [usize; 3],
+    /// rho, each task's weight in the gradient merge, in [`TASKS`] order.
+    pub weights: [f64; 3],
+    pub max_new_tokens: usize,
+    /// Sampling temperature of training and evaluation responses.
+    pub temperature: f32,
+    /// Training prompts per task.
+    pub train_prompts: usize,
+    /// Held-out prompts per task (in [`TASKS`] order) and responses to each.
+    pub eval_prompts: [usize; 3],
+    pub eval_samples_per_prompt: usize,
+    /// KL_max of CRPG (nats per response).
+    pub kl_max: f64,
+    /// Per-token KL penalty coefficient (k3).
+    pub kl_coef: f64,
+    /// Questions per forward pass of the judge model.
+    pub judge_batch: usize,
+    /// Save the trained policy as `policy.safetensors`.
+    pub save_policy: bool,
+    /// Progress bar on stderr.
+    pub progress: bool,
+}
+
+impl InstructOptions {
+    /// The default run (`docs/smollm2.md`).
+    pub fn new(model: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
+        Self {
+            model: model.into(),
+            out: out.into(),
+            seed: 0,
+            steps: 24,
+            eval_every: 24,
+            learning_rate: 2e-5,
+            generations_per_prompt: 4,
+            batch_sizes: [4, 2, 1],
+            weights: [1.0, 1.0, 0.3],
+            max_new_tokens: 64,
+            temperature: 0.7,
+            train_prompts: 128,
+            eval_prompts: [24, 12, 8],
+            eval_samples_per_prompt: 2,
+            kl_max: 40.0,
+            kl_coef: 0.01,
+            judge_batch: 8,
+            save_policy: true,
+            progress: true,
+        }
+    }
+
+    /// Two small steps: the integration test's setting.
+    pub fn quick(model: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
+        Self {
+            steps: 2,
+            eval_every: 2,
+            batch_sizes: [1, 1, 1],
+            generations_per_prompt: 2,
+            max_new_tokens: 16,
+            train_prompts: 4,
+            eval_prompts: [1, 1, 1],
+            eval_samples_per_prompt: 1,
+            save_policy: false,
+            progress: false,
+            ..Self::new(model, out)
+        }
+    }
+}
+
+/// The run config of `opts`: training prompts in `train_prompts`, output
+/// under `out`.
+pub fn run_config(opts: &InstructOptions, train_prompts: &Path, out: &Path) -> Result<RunConfig> {
+    let judges: [Value; 3] = [
+        json!([{"name": "ifeval"}]),
+        json!([{"name": "math"}]),
+        json!([{"name": "refusal", "params": {"mode": "must_not_refuse"}},
+               {"name": LOCAL_LLM, "label": "false_refusal", "params": {"template": "false_refusal"}}]),
+    ];
+    let crpg = json!({"name": "crpg", "kl_max": opts.kl_max, "baseline": "per_prompt"});
+    let optimizers = [
+        crpg.clone(),
+        json!({"name": "crraft", "kl_max": opts.kl_max}),
+        crpg,
+    ];
+    let tasks: Vec<Value> = TASKS
+        .iter()
+        .zip(judges)
+        .zip(optimizers)
+        .zip(opts.batch_sizes)
+        .zip(opts.weights)
+        .map(|((((name, judges), optimizer), batch), weight)| {
+            json!({
+                "name": name,
+                "weight": weight,
+                "reward": {"model": "judge"},
+                "judges": judges,
+                "optimizer": optimizer,
+                "generations_per_prompt": opts.generations_per_prompt,
+                "batch_size": batch,
+                "kl": {"coef": opts.kl_coef, "estimator": "k3"},
+            })
+        })
+        .collect();
+    let config = json!({
+        "seed": opts.seed,
+        "data": {"train": train_prompts},
+        "reward_models": {"judge": {"name": LOCAL_LLM, "params": {"template": "helpfulness"}}},
+        "tasks": tasks,
+        "policy": {"kind": "gguf", "path": opts.model},
+        "train": {"steps": opts.steps, "learning_rate": opts.learning_rate,
+                  "sampling": {"max_new_tokens": opts.max_new_tokens, "temperature": opts.temperature},
+                  "output_dir": out},
+    });
+    RunConfig::from_json(&config.to_string())
+}
+
+/// The trainer and the evaluator of a run, sharing one frozen judge model.
+pub struct Built {
+    pub config: RunConfig,
+    pub trainer: Trainer,
+    pub evaluator: Evaluator,
+}
+
+/// Writes the prompts (`train_prompts.jsonl`, `eval_prompts.jsonl` in
+/// `opts.out`), loads the judge model and builds the trainer and the
+/// evaluator.
+pub fn build(opts: &InstructOptions) -> Result<Built> {
+    if !opts.model.is_file() {
+        return Err(Error::model(
+            opts.model.display(),
+            "no such file; scripts/fetch-smollm2.sh fetches SmolLM2-135M-Instruct and prints its path",
+        ));
+    }
+    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    let write = |name: &str, split: Split, n: [usize; 3]| -> Result<PathBuf> {
+        let path = opts.out.join(name);
+        let lines: Vec<String> = TASKS
+            .iter()
+            .zip(n)
+            .flat_map(|(t, n)| records(t, split, n, opts.seed))
+            .map(|r| r.to_string())
+            .collect();
+        std::fs::write(&path, lines.join("\n") + "\n").map_err(|e| Error::io(&path, e))?;
+        Ok(path)
+    };
+    let train = write("train_prompts.jsonl", Split::Train, [opts.train_prompts; 3])?;
+    let eval = write("eval_prompts.jsonl", Split::Eval, opts.eval_prompts)?;
+
+    let judge = Arc::new(Llama::from_gguf(&opts.model, &Device::Cpu, false)?);
+    let backend = Arc::new(
+        LocalLlmBackend::new(judge.clone(), Arc::new(judge.tokenizer.clone()))
+            .with_batch_size(opts.judge_batch),
+    );
+    let mut judges = JudgeRegistry::with_builtins();
+    judges.register(LOCAL_LLM, llm::factory(backend.clone()));
+    let mut rewards = RewardRegistry::with_builtins();
+    rewards.register(LOCAL_LLM, LlmJudgeReward::factory(backend));
+
+    let config = run_config(opts, &train, &opts.out.join("train"))?;
+    let trainer = Trainer::new(config.clone(), &judges, &rewards)?;
+    let evaluator = Evaluator::new(
+        &config,
+        &judges,
+        &rewards,
+        &eval,
+        opts.eval_prompts.iter().copied().max().unwrap_or(0),
+        opts.eval_samples_per_prompt,
+        opts.seed ^ 0x5EED,
+    )?;
+    Ok(Built {
+        config,
+        trainer,
+        evaluator,
+    })
+}
+
+/// A held-out prompt's response before and after training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BeforeAfter {
+    pub id: String,
+    pub before: EvalSample,
+    pub after: EvalSample,
+}
+
+/// `summary.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstructSummary {
+    pub options: InstructOptions,
+    /// `full`: every weight trained.
+    pub fine_tuning: String,
+    pub trainable_parameters: usize,
+    pub steps: u64,
+    /// Mean wall-clock seconds of a training step (all tasks).
+    pub seconds_per_step: f64,
+    pub train_seconds: f64,
+    pub eval_seconds: f64,
+    pub total_seconds: f64,
+    /// The process's peak resident memory (VmHWM), MiB.
+    pub peak_rss_mib: Option<f64>,
+    /// Per task: held-out pass rate, raw reward and KL before and after.
+    pub tasks: BTreeMap<String, StartEnd>,
+    /// Every evaluation: the step and each task's point.
+    pub curve: Vec<(u64, BTreeMap<String, EvalPoint>)>,
+    /// The first samples of each task before and after.
+    pub examples: BTreeMap<String, Vec<BeforeAfter>>,
+}
+
+impl InstructSummary {
+    /// Per task: pass rate, reward and KL, start -> end, and the costs.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<12} {:>16}  {:>18}  {:>14}\n",
+            "task", "pass start->end", "reward start->end", "KL start->end"
+        );
+        for (task, se) in &self.tasks {
+            out.push_str(&format!(
+                "{task:<12} {:>6.3} -> {:>6.3}  {:>7.3} -> {:>7.3}  {:>5.2} -> {:>5.2}\n",
+                se.start.eval_pass_rate,
+                se.end.eval_pass_rate,
+                se.start.eval_reward,
+                se.end.eval_reward,
+                se.start.kl,
+                se.end.kl
+            ));
+        }
+        out.push_str(&format!(
+            "{} steps, {:.1} s/step, train {:.0} s, eval {:.0} s, total {:.0} s, peak RSS {}\n",
+            self.steps,
+            self.seconds_per_step,
+            self.train_seconds,
+            self.eval_seconds,
+            self.total_seconds,
+            self.peak_rss_mib
+                .map_or("unknown".into(), |m| format!("{m:.0} MiB"))
+        ));
+        out
+    }
+
+    /// Writes `summary.json` into `dir` (through a temporary file).
+    pub fn write(&self, dir: &Path) -> Result<PathBuf> {
+        let path = dir.join("summary.json");
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Train(e.to_string()))?;
+        let tmp = dir.join("summary.json.partial");
+        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        Ok(path)
+    }
+}
+
+/// The process's peak resident set size in MiB (Linux `VmHWM`).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Up to `n` samples per task before and after, paired by position.
+fn pair_examples(
+    before: &BTreeMap<String, Vec<EvalSample>>,
+    after: &BTreeMap<String, Vec<EvalSample>>,
+    n: usize,
+) -> BTreeMap<String, Vec<BeforeAfter>> {
+    before
+        .iter()
+        .map(|(task, b)| {
+            let a = after.get(task).map(Vec::as_slice).unwrap_or_default();
+            let pairs = b
+                .iter()
+                .zip(a)
+                .take(n)
+                .map(|(b, a)| BeforeAfter {
+                    id: b.id.clone(),
+                    before: b.clone(),
+                    after: a.clone(),
+                })
+                .collect();
+            (task.clone(), pairs)
+        })
+        .collect()
+}
+
+/// Builds, evaluates the initial policy, trains with evaluations on
+/// schedule, and writes `metrics.jsonl`, `summary.json` and (with
+/// `save_policy`) `policy.safetensors` under `opts.out`.
+pub fn run(opts: &InstructOptions) -> Result<InstructSummary> {
+    let t0 = Instant::now();
+    let Built {
+        mut trainer,
+        evaluator,
+        ..
+    } = build(opts)?;
+    if opts.progress {
+        eprintln!(
+            "evaluating the initial policy on {:?} held-out prompts ({} responses each)...",
+            opts.eval_prompts, opts.eval_samples_per_prompt
+        );
+    }
+    let t_eval = Instant::now();
+    let (start, before) = evaluator.evaluate_with_samples(trainer.policy())?;
+    let mut eval_seconds = t_eval.elapsed().as_secs_f64();
+    if opts.progress {
+        eprintln!(
+            "evaluated in {eval_seconds:.0} s (peak RSS so far {}); training {} steps",
+            peak_rss_mib().map_or("unknown".into(), |m| format!("{m:.0} MiB")),
+            opts.steps
+        );
+    }
+    let curve = train_evaluated(
+        &mut trainer,
+        &evaluator,
+        &start,
+        &TrainLoop {
+            steps: opts.steps,
+            eval_every: opts.eval_every,
+            metrics: opts.out.join("metrics.jsonl"),
+            label: "cgpo".into(),
+            progress: opts.progress,
+        },
+    )?;
+    let train_seconds: f64 = curve.step_seconds.iter().sum();
+    eval_seconds += curve.eval_seconds;
+    let tasks = StartEnd::per_task(
+        &start,
+        &curve.points.last().expect("start is in the curve").1,
+    );
+    if opts.save_policy {
+        let path = opts.out.join("policy.safetensors");
+        trainer.policy().save(&path)?;
+    }
+    let summary = InstructSummary {
+        options: opts.clone(),
+        fine_tuning: "full".into(),
+        trainable_parameters: trainer
+            .policy()
+            .vars()
+            .iter()
+            .map(|(_, v)| v.elem_count())
+            .sum(),
+        steps: trainer.step_count(),
+        seconds_per_step: train_seconds / curve.step_seconds.len().max(1) as f64,
+        train_seconds,
+        eval_seconds,
+        total_seconds: t0.elapsed().as_secs_f64(),
+        peak_rss_mib: peak_rss_mib(),
+        tasks,
+        examples: pair_examples(&before, &curve.last_samples, 3),
+        curve: curve.points,
+    };
+    summary.write(&opts.out)?;
+    Ok(summary)
+}
