@@ -255,6 +255,18 @@ pub fn write_jsonl_atomic<T: Serialize>(
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
+/// Writes `value` as pretty JSON to `path` through `<path>.partial` and a
+/// rename, so a crash never leaves a half-written file behind.
+pub fn write_json_atomic<T: Serialize>(path: impl AsRef<Path>, value: &T) -> Result<()> {
+    let path = path.as_ref();
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::io(path, e.into()))?;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    let tmp = path.with_file_name(name);
+    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
 /// Runs `parse` on every non-blank line; returns all values or all errors.
 fn collect_lines<T>(
     text: &str,

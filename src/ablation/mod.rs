@@ -174,10 +174,7 @@ impl Summary {
     /// Writes `summary.json` into `dir`.
     pub fn write(&self, dir: &Path) -> Result<PathBuf> {
         let path = dir.join("summary.json");
-        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Train(e.to_string()))?;
-        let tmp = dir.join("summary.json.partial");
-        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        crate::data::write_json_atomic(&path, self)?;
         Ok(path)
     }
 }

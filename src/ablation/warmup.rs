@@ -183,11 +183,7 @@ impl Warmup {
             return Ok(warmup);
         }
         let warmup = train(&dir, config, seed, progress)?;
-        let text =
-            serde_json::to_string_pretty(&warmup).map_err(|e| Error::Train(e.to_string()))?;
-        let tmp = dir.join("warmup.json.partial");
-        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &report).map_err(|e| Error::io(&report, e))?;
+        crate::data::write_json_atomic(&report, &warmup)?;
         Ok(warmup)
     }
 }
