@@ -35,6 +35,13 @@ struct Args {
     /// Two tiny steps (a smoke test).
     #[arg(long)]
     quick: bool,
+    /// Each task's optimizer, in the order instruction,math,helpful
+    /// (crpg, crraft or codpo).
+    #[arg(long, value_delimiter = ',')]
+    optimizers: Option<Vec<String>>,
+    /// Each task's weight in the gradient merge, same order.
+    #[arg(long, value_delimiter = ',')]
+    weights: Option<Vec<f64>>,
     /// Keep freed memory in the process's heap (no page faults on the
     /// next [N, V] temporaries; the resident size stays at its peak).
     #[arg(long)]
@@ -42,6 +49,11 @@ struct Args {
     /// Do not write policy.safetensors.
     #[arg(long)]
     no_save: bool,
+}
+
+fn usage(message: String) -> ExitCode {
+    eprintln!("error: {message} (one per task: instruction,math,helpful)");
+    ExitCode::from(2)
 }
 
 fn default_model() -> PathBuf {
@@ -70,6 +82,18 @@ fn main() -> ExitCode {
     opts.learning_rate = args.learning_rate.unwrap_or(opts.learning_rate);
     opts.eval_every = args.eval_every.unwrap_or(opts.steps);
     opts.save_policy &= !args.no_save;
+    if let Some(o) = args.optimizers {
+        match <[String; 3]>::try_from(o) {
+            Ok(o) => opts.optimizers = o,
+            Err(o) => return usage(format!("--optimizers needs 3 names, got {}", o.len())),
+        }
+    }
+    if let Some(w) = args.weights {
+        match <[f64; 3]>::try_from(w) {
+            Ok(w) => opts.weights = w,
+            Err(w) => return usage(format!("--weights needs 3 numbers, got {}", w.len())),
+        }
+    }
     eprintln!(
         "SmolLM2 CGPO: {} steps, model {}, output {}",
         opts.steps,

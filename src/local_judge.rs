@@ -194,7 +194,10 @@ mod tests {
     struct Words;
 
     impl ChatTokenizer for Words {
-        fn encode_chat(&self, _: &[Message]) -> Result<Vec<u32>> {
+        fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
+            if messages[0].content == "unencodable" {
+                return Err(crate::Error::Baseline("cannot encode".into()));
+            }
             Ok(vec![3])
         }
         fn answer_tokens(&self, word: &str) -> Result<Vec<u32>> {
@@ -238,5 +241,49 @@ mod tests {
             .remove(0)
             .unwrap_err()
             .contains("model broke"));
+    }
+
+    /// Answers "Yes" with probability `.5 + .1 * (question length)`.
+    struct ByLength;
+
+    impl CausalLm for ByLength {
+        fn next_token_logits(&self, tokens: &[u32]) -> Result<Tensor> {
+            let yes = 0.5 + 0.1 * tokens.len() as f32;
+            Ok(Tensor::new(
+                &[yes.ln(), f32::MIN, (1.0 - yes).ln()],
+                &Device::Cpu,
+            )?)
+        }
+    }
+
+    struct Lengths;
+
+    impl ChatTokenizer for Lengths {
+        fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
+            Words.encode_chat(messages)?;
+            Ok(vec![7; messages[0].content.len()])
+        }
+        fn answer_tokens(&self, word: &str) -> Result<Vec<u32>> {
+            Words.answer_tokens(word)
+        }
+    }
+
+    #[test]
+    fn batches_keep_order_and_an_encoding_error_stays_with_its_question() {
+        let backend =
+            LocalLlmBackend::new(Arc::new(ByLength), Arc::new(Lengths)).with_batch_size(2);
+        let ask = |q: &str| LlmRequest {
+            messages: vec![Message::new("user", q)],
+            ..request()
+        };
+        let out = backend.score(&[ask("a"), ask("unencodable"), ask("abc"), ask("ab")]);
+        assert!(out[1].as_ref().unwrap_err().contains("cannot encode"));
+        for (i, n) in [(0, 1), (2, 3), (3, 2)] {
+            let p = out[i].as_ref().unwrap().positive_logprob.unwrap().exp();
+            assert!(
+                (p - (0.5 + 0.1 * n as f32)).abs() < 1e-5,
+                "question {i}: {p}"
+            );
+        }
     }
 }

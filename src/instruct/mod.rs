@@ -8,9 +8,11 @@
 //!
 //! | Task | Judges | Optimizer |
 //! |---|---|---|
-//! | `instruction` | `ifeval` (the prompt's IFEval constraint) | CRPG |
+//! | `instruction` | `ifeval` (the prompt's IFEval constraint) | CRRAFT |
 //! | `math` | `math` ("The final answer is X.", X = the answer) | CRRAFT |
 //! | `helpful` | `refusal` (must not refuse) AND `local_llm` with the `false_refusal` template | CRPG |
+//!
+//! (Optimizers and weights are options: [`InstructOptions::optimizers`].)
 //!
 //! **Reward.** No reward model for this model ships as a package on the
 //! registries this project can reach, so the reward is the model's own
@@ -45,6 +47,7 @@ use serde_json::{json, Value};
 use crate::ablation::eval::{train_evaluated, EvalPoint, EvalSample, Evaluator, TrainLoop};
 use crate::ablation::StartEnd;
 use crate::config::RunConfig;
+use crate::data::{write_json_atomic, write_jsonl_atomic};
 use crate::error::{Error, Result};
 use crate::judges::{llm, JudgeRegistry};
 use crate::local_judge::LocalLlmBackend;
@@ -75,6 +78,9 @@ pub struct InstructOptions {
     pub batch_sizes: [usize; 3],
     /// rho, each task's weight in the gradient merge, in [`TASKS`] order.
     pub weights: [f64; 3],
+    /// Each task's constrained optimizer (`crpg`, `crraft` or `codpo`), in
+    /// [`TASKS`] order.
+    pub optimizers: [String; 3],
     pub max_new_tokens: usize,
     /// Sampling temperature of training and evaluation responses.
     pub temperature: f32,
@@ -107,7 +113,8 @@ impl InstructOptions {
             learning_rate: 2e-5,
             generations_per_prompt: 4,
             batch_sizes: [4, 2, 1],
-            weights: [1.0, 1.0, 0.3],
+            weights: [1.0, 1.0, 0.1],
+            optimizers: ["crraft", "crraft", "crpg"].map(String::from),
             max_new_tokens: 64,
             temperature: 0.7,
             train_prompts: 128,
@@ -148,12 +155,19 @@ pub fn run_config(opts: &InstructOptions, train_prompts: &Path, out: &Path) -> R
         json!([{"name": "refusal", "params": {"mode": "must_not_refuse"}},
                {"name": LOCAL_LLM, "label": "false_refusal", "params": {"template": "false_refusal"}}]),
     ];
-    let crpg = json!({"name": "crpg", "kl_max": opts.kl_max, "baseline": "per_prompt"});
-    let optimizers = [
-        crpg.clone(),
-        json!({"name": "crraft", "kl_max": opts.kl_max}),
-        crpg,
-    ];
+    let optimizers = opts
+        .optimizers
+        .iter()
+        .map(|name| match name.as_str() {
+            "crpg" => Ok(json!({"name": "crpg", "kl_max": opts.kl_max, "baseline": "per_prompt"})),
+            "crraft" => Ok(json!({"name": "crraft", "kl_max": opts.kl_max})),
+            "codpo" => Ok(json!({"name": "codpo"})),
+            other => Err(Error::config(
+                "optimizers",
+                format!("unknown optimizer `{other}` (crpg, crraft or codpo)"),
+            )),
+        })
+        .collect::<Result<Vec<_>>>()?;
     let tasks: Vec<Value> = TASKS
         .iter()
         .zip(judges)
@@ -206,13 +220,11 @@ pub fn build(opts: &InstructOptions) -> Result<Built> {
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     let write = |name: &str, split: Split, n: [usize; 3]| -> Result<PathBuf> {
         let path = opts.out.join(name);
-        let lines: Vec<String> = TASKS
+        let lines = TASKS
             .iter()
             .zip(n)
-            .flat_map(|(t, n)| records(t, split, n, opts.seed))
-            .map(|r| r.to_string())
-            .collect();
-        std::fs::write(&path, lines.join("\n") + "\n").map_err(|e| Error::io(&path, e))?;
+            .flat_map(|(t, n)| records(t, split, n, opts.seed));
+        write_jsonl_atomic(&path, lines)?;
         Ok(path)
     };
     let train = write("train_prompts.jsonl", Split::Train, [opts.train_prompts; 3])?;
@@ -311,10 +323,7 @@ impl InstructSummary {
     /// Writes `summary.json` into `dir` (through a temporary file).
     pub fn write(&self, dir: &Path) -> Result<PathBuf> {
         let path = dir.join("summary.json");
-        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Train(e.to_string()))?;
-        let tmp = dir.join("summary.json.partial");
-        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        write_json_atomic(&path, self)?;
         Ok(path)
     }
 }
