@@ -14,11 +14,11 @@
 //!
 //! (Optimizers and weights are options: [`InstructOptions::optimizers`].)
 //!
-//! **Reward.** No reward model for this model ships as a package on the
-//! registries this project can reach, so the reward is the model's own
-//! judgement: [`crate::reward::LlmJudgeReward`] asks a frozen copy of the
-//! *initial* policy the `helpfulness` question and scores the log-odds of
-//! "Yes". The same frozen model answers the `false_refusal` judge's
+//! **Reward.** We know of no reward model for this model that ships as a
+//! package on the registries this project can reach, so the reward is the
+//! model's own judgement: [`crate::reward::LlmJudgeReward`] asks a frozen
+//! copy of the *initial* policy the `helpfulness` question and scores the
+//! log-odds of "Yes". The same frozen model answers the `false_refusal` judge's
 //! question, in-process ([`crate::local_judge::LocalLlmBackend`]). Rewards
 //! are calibrated against greedy reference answers (cgpo-spec section 2).
 //!
