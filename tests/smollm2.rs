@@ -35,6 +35,18 @@ fn fetch() -> Option<PathBuf> {
     None
 }
 
+/// max |a - b| over all elements.
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 fn model_path() -> Option<&'static PathBuf> {
     static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
     PATH.get_or_init(fetch).as_ref()
@@ -76,14 +88,7 @@ fn logits_agree_with_candle_transformers_quantized_llama() {
         .squeeze(0)
         .unwrap()
         .detach();
-    let path_diff = (&ours - &ours_grad)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let path_diff = max_abs_diff(&ours, &ours_grad);
     assert!(
         path_diff < 1e-3,
         "fused and differentiable paths differ by {path_diff}"
@@ -106,14 +111,7 @@ fn logits_agree_with_candle_transformers_quantized_llama() {
             .unwrap()
             .to_scalar::<f32>()
             .unwrap() as usize;
-        let max_diff = (&ours - theirs)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let max_diff = max_abs_diff(&ours, theirs);
         (same, max_diff)
     };
     let (same_q, diff_q) = agreement(&q41);
@@ -287,14 +285,10 @@ fn hugging_face_directory_round_trips_and_bad_files_are_named() {
     );
     assert_eq!(back.tokenizer.stop_tokens(), llama.tokenizer.stop_tokens());
     let batch = TokenBatch::left_padded(&[ids], 0).unwrap();
-    let diff = (llama.forward_no_grad(&batch).unwrap() - back.forward_no_grad(&batch).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_abs_diff(
+        &llama.forward_no_grad(&batch).unwrap(),
+        &back.forward_no_grad(&batch).unwrap(),
+    );
     assert_eq!(diff, 0.0);
 
     // config.json that disagrees with the weights.
@@ -390,14 +384,7 @@ fn sampled_logprobs_match_a_full_forward() {
     let behaviour = out.behaviour_logprobs(&Device::Cpu).unwrap();
     for grad in [false, true] {
         let full = cgpo::rollout::sequence_logprobs(llama, &out, grad).unwrap();
-        let diff = (full - &behaviour)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(&full, &behaviour);
         println!("grad={grad}: max |behaviour - recomputed| = {diff:.2e}");
         assert!(diff < 1e-4, "grad={grad}: {diff}");
     }
@@ -459,14 +446,7 @@ fn two_cgpo_steps_move_the_policy_and_not_the_reference() {
         .iter()
         .zip(&before)
         .filter(|((_, v), b)| {
-            let d = (v.as_tensor() - *b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = max_abs_diff(v.as_tensor(), b);
             d > 0.0
         })
         .count();
@@ -477,22 +457,8 @@ fn two_cgpo_steps_move_the_policy_and_not_the_reference() {
         vars.len()
     );
     let ref_after = logits(trainer.reference());
-    let ref_diff = (&ref_after - &ref_before)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let ref_diff = max_abs_diff(&ref_after, &ref_before);
     assert_eq!(ref_diff, 0.0, "the reference moved");
-    let policy_diff = (logits(trainer.policy()) - &ref_after)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let policy_diff = max_abs_diff(&logits(trainer.policy()), &ref_after);
     assert!(policy_diff > 1e-4, "the policy's logits did not change");
 }
