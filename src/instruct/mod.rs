@@ -230,6 +230,9 @@ pub fn build(opts: &InstructOptions) -> Result<Built> {
     let train = write("train_prompts.jsonl", Split::Train, [opts.train_prompts; 3])?;
     let eval = write("eval_prompts.jsonl", Split::Eval, opts.eval_prompts)?;
 
+    // Bad options (an unknown optimizer, say) fail here, before the model loads.
+    let config = run_config(opts, &train, &opts.out.join("train"))?;
+
     let judge = Arc::new(Llama::from_gguf(&opts.model, &Device::Cpu, false)?);
     let backend = Arc::new(
         LocalLlmBackend::new(judge.clone(), Arc::new(judge.tokenizer.clone()))
@@ -240,7 +243,6 @@ pub fn build(opts: &InstructOptions) -> Result<Built> {
     let mut rewards = RewardRegistry::with_builtins();
     rewards.register(LOCAL_LLM, LlmJudgeReward::factory(backend));
 
-    let config = run_config(opts, &train, &opts.out.join("train"))?;
     let trainer = Trainer::new(config.clone(), &judges, &rewards)?;
     let evaluator = Evaluator::new(
         &config,
@@ -430,4 +432,38 @@ pub fn run(opts: &InstructOptions) -> Result<InstructSummary> {
     };
     summary.write(&opts.out)?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_options_give_three_tasks_with_their_optimizers_and_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = InstructOptions::new(dir.path().join("m.gguf"), dir.path().join("out"));
+        let config = run_config(&opts, &dir.path().join("p.jsonl"), dir.path()).unwrap();
+        let tasks: Vec<_> = config.tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(tasks, TASKS);
+        let weights: Vec<f64> = config.tasks.iter().map(|t| t.weight).collect();
+        assert_eq!(weights, opts.weights.to_vec());
+    }
+
+    #[test]
+    fn an_unknown_optimizer_is_reported_before_the_model_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        // Not a GGUF file: loading it would fail with a model error.
+        let model = dir.path().join("not-a-model.gguf");
+        std::fs::write(&model, b"junk").unwrap();
+        let mut opts = InstructOptions::new(model, dir.path().join("out"));
+        opts.optimizers[1] = "ppo".into();
+        match build(&opts) {
+            Err(Error::Config { key, message }) => {
+                assert_eq!(key, "optimizers");
+                assert!(message.contains("`ppo`"), "{message}");
+            }
+            Err(other) => panic!("expected a config error, got {other}"),
+            Ok(_) => panic!("expected a config error, got a built run"),
+        }
+    }
 }
