@@ -2,9 +2,12 @@
 //! sampled log-probs match a full forward, the reference stays frozen,
 //! checkpoints round-trip, and bad inputs are errors.
 
+mod common;
+
 use candle_core::{Tensor, D};
 use cgpo::policy::{Policy, TextTokenizer, TinyLm, TinyLmConfig, TokenBatch};
 use cgpo::rollout::{generate, sequence_logprobs, SamplingConfig};
+use common::max_abs_diff;
 
 fn tiny() -> TinyLm {
     TinyLm::new(&TinyLmConfig::default(), 42).unwrap()
@@ -103,14 +106,7 @@ fn behaviour_logprobs_match_a_full_forward() {
     let behaviour = out.behaviour_logprobs(device).unwrap();
     for grad in [false, true] {
         let full = sequence_logprobs(&lm, &out, grad).unwrap();
-        let diff = (full - &behaviour)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(&full, &behaviour);
         assert!(diff < 1e-4, "grad={grad}: max |diff| = {diff}");
     }
 }
@@ -129,19 +125,9 @@ fn a_step_changes_the_policy_but_not_the_reference_and_checkpoints_round_trip() 
         var.set(&(var.as_tensor() - (g * 0.5).unwrap()).unwrap())
             .unwrap();
     }
-    let max_diff = |a: &Tensor, b: &Tensor| {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
-    assert!(max_diff(&before, &lm.forward_no_grad(&batch).unwrap()) > 1e-3);
+    assert!(max_abs_diff(&before, &lm.forward_no_grad(&batch).unwrap()) > 1e-3);
     assert_eq!(
-        max_diff(&before_ref, &reference.forward_no_grad(&batch).unwrap()),
+        max_abs_diff(&before_ref, &reference.forward_no_grad(&batch).unwrap()),
         0.0
     );
 
@@ -240,14 +226,7 @@ fn batched_next_token_logits_match_one_at_a_time() {
     assert_eq!(batched.dims(), [3, lm.model.vocab_size()]);
     for (i, s) in seqs.iter().enumerate() {
         let one = lm.next_token_logits(s).unwrap();
-        let diff = (batched.get(i).unwrap() - one)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(&batched.get(i).unwrap(), &one);
         assert!(diff < 1e-4, "row {i}: {diff}");
     }
 }

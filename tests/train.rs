@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+mod common;
+
 use candle_core::{Device, Tensor, Var};
 use cgpo::config::RunConfig;
 use cgpo::data::{read_prompts, PromptRecord};
@@ -13,6 +15,7 @@ use cgpo::policy::{KvCache, Policy, TinyLm, TinyLmConfig, TokenBatch};
 use cgpo::reward::RewardRegistry;
 use cgpo::task::{build_stratifier, build_tasks};
 use cgpo::train::Trainer;
+use common::max_abs_diff;
 
 const PROMPTS: &str = r#"{"id": "a1", "prompt": "Say hi.", "task": "short"}
 {"id": "a2", "prompt": "Greet me.", "task": "short"}
@@ -109,14 +112,7 @@ fn merged_gradient_is_the_weighted_sum_and_tasks_are_independent() {
         let expected = ((per_task[0].grads[i].as_ref().unwrap() * 1.0).unwrap()
             + (per_task[1].grads[i].as_ref().unwrap() * 0.5).unwrap())
         .unwrap();
-        let diff = (m.as_ref().unwrap() - expected)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(m.as_ref().unwrap(), &expected);
         assert!(diff < 1e-6, "var {i}: {diff}");
     }
     assert!(per_task.iter().all(|g| g.norm > 0.0 && g.norm.is_finite()));
