@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use cgpo_judges::{Message, Prompt, SampleJudgement, SampleView};
@@ -246,24 +246,23 @@ pub fn write_jsonl_atomic<T: Serialize>(
         serde_json::to_writer(&mut out, &item).map_err(|e| Error::io(path, e.into()))?;
         out.push(b'\n');
     }
-    let tmp: PathBuf = {
-        let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(".tmp");
-        path.with_file_name(name)
-    };
-    std::fs::write(&tmp, &out).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    write_atomic(path, &out)
 }
 
-/// Writes `value` as pretty JSON to `path` through `<path>.partial` and a
-/// rename, so a crash never leaves a half-written file behind.
+/// Writes `value` as pretty JSON to `path` atomically, as
+/// [`write_jsonl_atomic`] does.
 pub fn write_json_atomic<T: Serialize>(path: impl AsRef<Path>, value: &T) -> Result<()> {
     let path = path.as_ref();
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::io(path, e.into()))?;
+    write_atomic(path, text.as_bytes())
+}
+
+/// Writes `bytes` to `<path>.partial`, then renames it to `path`.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".partial");
     let tmp = path.with_file_name(name);
-    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
