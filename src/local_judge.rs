@@ -147,26 +147,29 @@ impl LlmBackend for LocalLlmBackend {
             .collect();
         // Questions that fail to encode keep their own error; the rest go
         // to the model in batches.
-        let mut ready = Vec::with_capacity(requests.len());
+        let (mut ready, mut tokens) = (Vec::new(), Vec::new());
         for (i, r) in requests.iter().enumerate() {
             match self.tokenizer.encode_chat(&r.messages) {
-                Ok(tokens) => ready.push((i, tokens)),
+                Ok(t) => {
+                    ready.push(i);
+                    tokens.push(t);
+                }
                 Err(e) => out[i] = Err(fail(e)),
             }
         }
-        for chunk in ready.chunks(self.batch_size) {
-            let asked: Vec<&LlmRequest> = chunk.iter().map(|(i, _)| &requests[*i]).collect();
-            let tokens: Vec<Vec<u32>> = chunk.iter().map(|(_, t)| t.clone()).collect();
-            match self.ask(&asked, &tokens) {
+        let n = self.batch_size;
+        for (indices, tokens) in ready.chunks(n).zip(tokens.chunks(n)) {
+            let asked: Vec<&LlmRequest> = indices.iter().map(|&i| &requests[i]).collect();
+            match self.ask(&asked, tokens) {
                 Ok(scores) => {
-                    for ((i, _), score) in chunk.iter().zip(scores) {
-                        out[*i] = Ok(score);
+                    for (&i, score) in indices.iter().zip(scores) {
+                        out[i] = Ok(score);
                     }
                 }
                 Err(e) => {
                     let message = fail(e);
-                    for (i, _) in chunk {
-                        out[*i] = Err(message.clone());
+                    for &i in indices {
+                        out[i] = Err(message.clone());
                     }
                 }
             }
