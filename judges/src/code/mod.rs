@@ -1,22 +1,35 @@
 //! The code verifier judge (`"code"`): runs the response's Python code
-//! against the prompt's unit tests in a sandbox.
+//! against the prompt's tests, with the tests out of the code's reach.
 //!
-//! Metadata, either form or both:
+//! Metadata, any of these forms (several run in this order):
 //! - HumanEval: `{"test": "def check(candidate): ...", "entry_point": "f"}`;
-//!   the program is `code + "\n" + test + "\ncheck(f)\n"`. With a string
-//!   `"prompt"` (the signature and docstring) and code that does not
-//!   define `f`, the code is taken as a completion: `prompt + code`.
-//! - Assert lines: `{"unit_tests": ["assert f(1) == 2", ...]}`, appended
-//!   after the code, one per line (`entry_point` optional, used to choose
-//!   the code block).
+//!   the tests are `test + "\ncheck(f)\n"`. With a string `"prompt"` (the
+//!   signature and docstring) and code that does not define `f`, the code
+//!   is taken as a completion: `prompt + code`.
+//! - Assert lines: `{"unit_tests": ["assert f(1) == 2", ...]}`, one per
+//!   line (`entry_point` optional, used to choose the code block).
+//! - Standard input/output (APPS, Codeforces):
+//!   `{"stdio_tests": [{"input": "1 2\n", "output": "3\n"}, ...]}`; the
+//!   code runs as a script once per test and its output must equal the
+//!   expected one token by token (whitespace-separated, so line breaks,
+//!   runs of spaces and trailing whitespace do not matter).
+//!
+//! Function tests run in a harness process of their own that calls the
+//! candidate's functions in the candidate's process, with plain data only
+//! crossing between them ([`sandbox`] has the protocol); standard output is
+//! compared here, outside the sandbox. `Pass` means the harness ran every
+//! test and each one returned, and every standard output matched: nothing
+//! the candidate prints, returns or exits with can forge it.
 //!
 //! The code is the chosen fenced block ([`extract`]); a response without
 //! one fails with "no code block" unless `allow_unfenced` is set, in which
-//! case the whole response is the code. Verdicts: exit 0 after all tests
-//! is `Pass`; a failing assert, an exception, a syntax error, an early
-//! exit, a timeout or too much output is `Fail`; a sandbox that cannot
-//! start or metadata that cannot be used is `Error`. Samples of a batch run
-//! concurrently on the judge's own thread pool of `parallelism` threads.
+//! case the whole response is the code. A failing assert, an exception, a
+//! syntax error, a value that is not plain data, an exit of the candidate,
+//! a timeout or too much output is `Fail`; a sandbox that cannot start or
+//! metadata that cannot be used is `Error`. Without bubblewrap every sample
+//! is an `Error`, unless `allow_unisolated` says to run untrusted code on
+//! the host. Samples of a batch run concurrently on the judge's own thread
+//! pool of `parallelism` threads.
 //!
 //! ```no_run
 //! use cgpo_judges::{JudgeRegistry, JudgeSpec};
@@ -31,7 +44,7 @@ mod sandbox;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Once, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -63,15 +76,17 @@ pub struct CodeParams {
     pub parallelism: Option<usize>,
     /// bubblewrap executable (a name looked up in PATH, or a path).
     pub bwrap: String,
-    /// Return `Error` instead of running without bubblewrap.
-    pub require_isolation: bool,
+    /// Run untrusted code on the host, with rlimits and the deadline only,
+    /// when bubblewrap is missing or fails; by default that is an `Error`.
+    pub allow_unisolated: bool,
     /// Without a fenced block, run the whole response.
     pub allow_unfenced: bool,
     /// Where private dirs are made; default: the system temp dir.
     pub scratch_dir: Option<PathBuf>,
-    /// Running as root, each run drops to its own uid (and gid) from
+    /// Running as root, each process drops to its own uid (and gid) from
     /// `uid_base` on: the judges of one process take disjoint blocks of
-    /// `parallelism` uids, and each pool thread one uid of its block.
+    /// `2 * parallelism` uids, and each pool thread two uids of its block
+    /// (the candidate's and the harness's).
     pub uid_base: u32,
     /// Let `site` run the `.pth` files of site-packages (slower start);
     /// by default Python runs with `-S` and site-packages are added to
@@ -91,7 +106,7 @@ impl Default for CodeParams {
             max_output_kb: 256,
             parallelism: None,
             bwrap: "bwrap".into(),
-            require_isolation: false,
+            allow_unisolated: false,
             allow_unfenced: false,
             scratch_dir: None,
             uid_base: 2_100_000_000,
@@ -144,7 +159,10 @@ impl CodeJudge {
             .thread_name(|i| format!("cgpo-code-{i}"))
             .build()
             .map_err(|e| bad(format!("thread pool: {e}")))?;
-        let block = u32::try_from(threads).map_err(|_| bad("parallelism too large".into()))?;
+        let block = u32::try_from(threads)
+            .ok()
+            .and_then(|t| t.checked_mul(2))
+            .ok_or_else(|| bad("parallelism too large".into()))?;
         let first_uid = params
             .uid_base
             .checked_add(UIDS_TAKEN.fetch_add(block, Ordering::Relaxed))
@@ -194,20 +212,27 @@ impl CodeJudge {
             uid_base: root.then_some(self.first_uid),
             process_pth_files: p.process_pth_files,
         };
-        sandbox.isolation = match find_program(&p.bwrap) {
-            None => Isolation::None(format!("`{}` not found", p.bwrap)),
+        let why = match find_program(&p.bwrap) {
+            None => format!("bubblewrap (`{}`) not found", p.bwrap),
             Some(bwrap) => {
                 sandbox.isolation = Isolation::Bwrap(bwrap);
-                match sandbox.run("pass\n", 0) {
+                match sandbox.run_tests(PROBE_CODE, PROBE_TESTS, None, 0) {
                     Outcome::Completed => return Ok(sandbox),
-                    other => Isolation::None(format!("bubblewrap probe failed: {other:?}")),
+                    other => format!("the bubblewrap probe failed: {other:?}"),
                 }
             }
         };
-        if let (Isolation::None(why), Some(uid)) = (&sandbox.isolation, sandbox.uid_base) {
-            // Unsandboxed, the dropped uid sees the host's permissions: a
+        if !p.allow_unisolated {
+            return Err(format!(
+                "{why}: install it (Debian and Ubuntu: apt-get install bubblewrap) or set \
+                 allow_unisolated to run untrusted code on this host without isolation"
+            ));
+        }
+        sandbox.isolation = Isolation::None(why.clone());
+        if let Some(uid) = sandbox.uid_base {
+            // Unsandboxed, the dropped uids see the host's permissions: a
             // Python under a root-only home cannot import its stdlib.
-            if sandbox.run("import json, math, collections, re\n", 0) != Outcome::Completed {
+            if sandbox.run_tests(PROBE_CODE, PROBE_TESTS, None, 0) != Outcome::Completed {
                 sandbox.isolation = Isolation::None(format!(
                     "{why}; running as root because uid {uid} cannot read the interpreter, \
                      so the process count is not limited"
@@ -215,16 +240,12 @@ impl CodeJudge {
                 sandbox.uid_base = None;
             }
         }
-        if p.require_isolation {
-            if let Isolation::None(why) = &sandbox.isolation {
-                return Err(format!("sandbox unavailable: {why}"));
-            }
-        }
         if let Isolation::None(why) = &sandbox.isolation {
             UNISOLATED_WARNING.call_once(|| {
                 eprintln!(
-                    "WARNING: cgpo code judge: running untrusted code WITHOUT isolation \
-                     (rlimits and timeout only): {why}"
+                    "WARNING: cgpo code judge: allow_unisolated is set and bubblewrap is not \
+                     used, so untrusted code runs on this host with rlimits and a timeout only: \
+                     {why}"
                 );
             });
         }
@@ -237,17 +258,7 @@ impl CodeJudge {
             Err(v) => return v,
         };
         let slot = rayon::current_thread_index().unwrap_or(0);
-        let verdict = match sandbox.run(&program, slot) {
-            Outcome::Completed => Verdict::Pass,
-            Outcome::Failed(why) => Verdict::Fail(why),
-            Outcome::TimedOut => {
-                Verdict::Fail(format!("timed out after {}s", self.params.timeout_s))
-            }
-            Outcome::OutputExceeded => {
-                Verdict::Fail(format!("output exceeded {} KiB", self.params.max_output_kb))
-            }
-            Outcome::SandboxFailed(why) => Verdict::Error(format!("sandbox: {why}")),
-        };
+        let verdict = self.run(sandbox, &program, slot);
         match (&sandbox.isolation, verdict) {
             (Isolation::None(why), Verdict::Fail(r)) => {
                 Verdict::Fail(format!("{r} [not isolated: {why}]"))
@@ -257,6 +268,77 @@ impl CodeJudge {
             }
             (_, v) => v,
         }
+    }
+
+    fn run(&self, sandbox: &Sandbox, program: &Program, slot: usize) -> Verdict {
+        let started = Instant::now();
+        if let Some(tests) = &program.tests {
+            let outcome = sandbox.run_tests(&program.code, tests, program.entry_point.as_deref(), slot);
+            if outcome != Outcome::Completed {
+                return self.verdict(outcome);
+            }
+        }
+        let n = program.stdio.len();
+        for (i, case) in program.stdio.iter().enumerate() {
+            let left = self.timeout().saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return self.verdict(Outcome::TimedOut);
+            }
+            let out = match sandbox.run_script(&program.code, &case.input, slot, left) {
+                Ok(out) => out,
+                Err(outcome) => {
+                    return match self.verdict(outcome) {
+                        Verdict::Fail(r) => Verdict::Fail(format!("stdio test {} of {n}: {r}", i + 1)),
+                        v => v,
+                    }
+                }
+            };
+            let out = String::from_utf8_lossy(&out);
+            if !same_tokens(&out, &case.output) {
+                return Verdict::Fail(format!(
+                    "stdio test {} of {n}: wrong answer: expected {:?}, got {:?}",
+                    i + 1,
+                    clip(&case.output, 120),
+                    clip(&out, 120)
+                ));
+            }
+        }
+        Verdict::Pass
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.params.timeout_s)
+    }
+
+    fn verdict(&self, outcome: Outcome) -> Verdict {
+        match outcome {
+            Outcome::Completed => Verdict::Pass,
+            Outcome::Failed(why) => Verdict::Fail(why),
+            Outcome::TimedOut => {
+                Verdict::Fail(format!("timed out after {}s", self.params.timeout_s))
+            }
+            Outcome::OutputExceeded => {
+                Verdict::Fail(format!("output exceeded {} KiB", self.params.max_output_kb))
+            }
+            Outcome::SandboxFailed(why) => Verdict::Error(format!("sandbox: {why}")),
+        }
+    }
+}
+
+/// The bubblewrap probe: one function test through both processes.
+const PROBE_CODE: &str = "def f():\n    return [1, (2.5, 'x'), {3: None}]\n";
+const PROBE_TESTS: &str = "assert f() == [1, (2.5, 'x'), {3: None}]\n";
+
+/// Whether two outputs have the same whitespace-separated tokens.
+fn same_tokens(got: &str, expected: &str) -> bool {
+    got.split_whitespace().eq(expected.split_whitespace())
+}
+
+/// At most `max` characters of `s`, with an ellipsis when cut.
+fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_owned(),
     }
 }
 
@@ -281,11 +363,30 @@ struct Tests {
     test: Option<String>,
     entry_point: Option<String>,
     unit_tests: Option<Vec<String>>,
+    stdio_tests: Option<Vec<StdioTest>>,
     prompt: Option<String>,
 }
 
-/// Code + tests, or the verdict that ends the sample without a run.
-fn build_program(sample: &SampleView<'_>, allow_unfenced: bool) -> Result<String, Verdict> {
+/// One standard input/output test.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StdioTest {
+    input: String,
+    output: String,
+}
+
+/// What one sample runs: the candidate's code, the function tests (run by
+/// the harness, never by the candidate's process) and the stdio tests.
+#[derive(Debug)]
+struct Program {
+    code: String,
+    tests: Option<String>,
+    entry_point: Option<String>,
+    stdio: Vec<StdioTest>,
+}
+
+/// The code and tests of a sample, or the verdict that ends it unrun.
+fn build_program(sample: &SampleView<'_>, allow_unfenced: bool) -> Result<Program, Verdict> {
     if !sample.metadata.is_object() {
         return Err(Verdict::error("metadata is not an object"));
     }
@@ -298,9 +399,11 @@ fn build_program(sample: &SampleView<'_>, allow_unfenced: bool) -> Result<String
             )));
         }
     }
-    if t.test.is_none() && t.unit_tests.as_ref().is_none_or(Vec::is_empty) {
+    let unit_tests = t.unit_tests.unwrap_or_default();
+    let stdio = t.stdio_tests.unwrap_or_default();
+    if t.test.is_none() && unit_tests.is_empty() && stdio.is_empty() {
         return Err(Verdict::error(
-            "metadata has neither `test` (with `entry_point`) nor `unit_tests`",
+            "metadata has neither `test` (with `entry_point`), `unit_tests` nor `stdio_tests`",
         ));
     }
     let ep = t.entry_point.as_deref();
@@ -314,18 +417,24 @@ fn build_program(sample: &SampleView<'_>, allow_unfenced: bool) -> Result<String
             code = format!("{prompt}{code}");
         }
     }
+    let mut tests = String::new();
     if let Some(test) = &t.test {
         let Some(ep) = ep else {
             return Err(Verdict::error("metadata: `test` without `entry_point`"));
         };
-        code = format!("{code}\n{test}\ncheck({ep})\n");
+        tests = format!("{test}\ncheck({ep})\n");
     }
-    for line in t.unit_tests.iter().flatten() {
-        code.push('\n');
-        code.push_str(line);
+    for line in &unit_tests {
+        tests.push_str(line);
+        tests.push('\n');
     }
     code.push('\n');
-    Ok(code)
+    Ok(Program {
+        code,
+        tests: (!tests.is_empty()).then_some(tests),
+        entry_point: t.entry_point,
+        stdio,
+    })
 }
 
 fn is_identifier(s: &str) -> bool {

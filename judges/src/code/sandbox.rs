@@ -1,25 +1,44 @@
-//! Running an untrusted Python program: bubblewrap for isolation, rlimits and
-//! a wall-clock deadline for resources, a launcher that detects early exits.
+//! Running untrusted Python: bubblewrap for isolation, rlimits and a
+//! wall-clock deadline for resources, and the tests kept out of the
+//! candidate's reach.
 //!
-//! Each run gets a fresh private directory on the host holding `main.py`.
-//! Under bubblewrap it is bound read-only at `/sandbox/main.py` on top of a
-//! size-limited tmpfs (the writable working directory); `/tmp` and
-//! `/dev/shm` are size-limited tmpfs too. The network, IPC, UTS and pid
-//! namespaces are new. Read-only: `/usr`, the `/bin`, `/lib*` links or
-//! directories, `/etc/ld.so.cache`, and the interpreter's prefixes.
+//! A function-test run is two processes, each in its own sandbox: the
+//! candidate's process loads the response's code and serves calls
+//! (`python/serve.py`); the harness's process runs the tests
+//! (`python/harness.py`), in which each function the candidate defines is a
+//! proxy that sends the arguments to the candidate's process and receives
+//! the result through two pipes. Only plain data crosses, in a tagged JSON
+//! encoding that the harness decodes strictly (`python/prelude.py`): no
+//! object of the candidate's ever reaches the tests, and the tests and
+//! their expected values never reach the candidate. The harness prints a
+//! random token, which only it knows, after every test ran and returned;
+//! that, and nothing the candidate prints or sends, is a pass.
+//!
+//! A standard input/output run is one process (`python/script.py`) that
+//! runs the code as `__main__` with the test's input on stdin; the judge
+//! compares the output, outside the sandbox.
+//!
+//! Each sample gets a fresh private directory on the host with one
+//! subdirectory per process (`candidate/main.py`, `harness/tests.py`).
+//! Under bubblewrap each sandbox binds only its own file, read-only, at
+//! `/sandbox/<file>` on top of a size-limited tmpfs (the writable working
+//! directory); `/tmp` and `/dev/shm` are size-limited tmpfs too. The
+//! network, IPC, UTS and pid namespaces are new. Read-only: `/usr`, the
+//! `/bin`, `/lib*` links or directories, `/etc/ld.so.cache`, and the
+//! interpreter's prefixes.
 //!
 //! Running as root, RLIMIT_NPROC does not apply to uid 0, so bwrap runs
 //! without a user namespace (it is privileged already) and hands the
 //! launcher CAP_SETUID/CAP_SETGID, which it uses to drop to a per-slot uid
-//! (the judge's first uid + the pool thread's index) before any candidate
-//! code runs; that uid's process count is this run alone. Not root, bwrap makes a user namespace and the
-//! limit counts the processes of that namespace.
+//! before any candidate code runs: slot `s` of the judge's pool gives the
+//! candidate uid `first + 2s` and the harness `first + 2s + 1`, so each
+//! process count is its own and neither can signal the other. Not root,
+//! bwrap makes a user namespace and the limit counts the processes of that
+//! namespace.
 //!
-//! The launcher reads a random token from stdin, writes a start marker,
-//! runs `main.py` with `runpy`, and prints the token only if the program
-//! returned normally: `sys.exit(0)` or `os._exit(0)` before the tests end
-//! is a failure, not a pass. The start marker tells a sandbox that failed
-//! to start (an error of the judge) from a program that failed (a verdict).
+//! Every launcher writes a start marker before anything that is not its
+//! own: no marker tells a sandbox that failed to start (an error of the
+//! judge) from a program that failed (a verdict).
 
 use std::ffi::OsString;
 use std::fs;
@@ -27,7 +46,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::process::{self, Limits, Spec};
+use super::process::{self, Finished, Limits, Spec};
 
 const START: &str = "__cgpo_start__";
 const SANDBOX_DIR: &str = "/sandbox";
@@ -36,6 +55,21 @@ const ENV: [(&str, &str); 3] = [
     ("LANG", "C.UTF-8"),
     ("PYTHONDONTWRITEBYTECODE", "1"),
 ];
+/// The harness's exit status when the candidate's process went away.
+const CANDIDATE_EXITED: i32 = 3;
+
+const SERVE: &str = concat!(
+    include_str!("python/prelude.py"),
+    include_str!("python/serve.py")
+);
+const HARNESS: &str = concat!(
+    include_str!("python/prelude.py"),
+    include_str!("python/harness.py")
+);
+const SCRIPT: &str = concat!(
+    include_str!("python/prelude.py"),
+    include_str!("python/script.py")
+);
 
 /// A resolved interpreter: the executable to run and the host directories
 /// it needs (its prefixes), outside the system directories bound anyway.
@@ -57,10 +91,11 @@ impl Interpreter {
             cwd: None,
             stdin: Vec::new(),
             limits: None,
-            timeout: Duration::from_secs(30),
             output_cap: 64 * 1024,
+            fds: Vec::new(),
         };
-        let out = process::run(&spec).map_err(|e| format!("cannot run `{command}`: {e}"))?;
+        let out = process::run(spec, Duration::from_secs(30))
+            .map_err(|e| format!("cannot run `{command}`: {e}"))?;
         if !out.status.success() || out.timed_out {
             return Err(format!(
                 "`{command}` failed to report its paths: {}",
@@ -106,7 +141,8 @@ const SYSTEM_DIRS: [&str; 7] = [
 pub(crate) enum Isolation {
     /// Under bubblewrap at this path.
     Bwrap(PathBuf),
-    /// Rlimits and the deadline only; the reason bubblewrap is not used.
+    /// Rlimits and the deadline only (`allow_unisolated`); the reason
+    /// bubblewrap is not used.
     None(String),
 }
 
@@ -130,9 +166,10 @@ pub(crate) struct Sandbox {
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// Exit 0 after the whole program ran.
+    /// Function tests: the harness ran every test and each returned.
+    /// Standard input/output: the program exited with status 0.
     Completed,
-    /// The program failed; the detail says how.
+    /// The program or the tests failed; the detail says how.
     Failed(String),
     TimedOut,
     OutputExceeded,
@@ -140,95 +177,221 @@ pub(crate) enum Outcome {
     SandboxFailed(String),
 }
 
-impl Sandbox {
-    pub fn run(&self, program: &str, slot: usize) -> Outcome {
-        let dir = match self.private_dir() {
-            Ok(d) => d,
-            Err(e) => return Outcome::SandboxFailed(format!("private dir: {e}")),
-        };
-        let outcome = self.run_in(dir.path(), program, slot);
-        if let Err(e) = dir.close() {
-            return Outcome::SandboxFailed(format!("removing the private dir: {e}"));
+/// The two processes of a function-test run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Candidate,
+    Harness,
+}
+
+impl Role {
+    fn dir(self) -> &'static str {
+        match self {
+            Role::Candidate => "candidate",
+            Role::Harness => "harness",
         }
-        outcome
     }
 
-    fn private_dir(&self) -> std::io::Result<tempfile::TempDir> {
+    fn file(self) -> &'static str {
+        match self {
+            Role::Candidate => "main.py",
+            Role::Harness => "tests.py",
+        }
+    }
+}
+
+impl Sandbox {
+    /// Runs `tests` in the harness's process against `code` loaded in the
+    /// candidate's. `entry_point`, when given, is the one candidate
+    /// function that may take the name of a Python builtin.
+    pub fn run_tests(
+        &self,
+        code: &str,
+        tests: &str,
+        entry_point: Option<&str>,
+        slot: usize,
+    ) -> Outcome {
+        self.in_private_dir(|dir| {
+            let uids = self.slot_uids(slot);
+            self.prepare(dir, Role::Candidate, code, uids.map(|u| u.0))?;
+            self.prepare(dir, Role::Harness, tests, uids.map(|u| u.1))?;
+            let token = token();
+            let (calls_rx, calls_tx) = process::pipe()?;
+            let (replies_rx, replies_tx) = process::pipe()?;
+            let harness = self.spec(
+                dir,
+                Role::Harness,
+                HARNESS,
+                uids.map(|u| u.1),
+                vec![entry_point.unwrap_or("").into()],
+                format!("{token}\n").into_bytes(),
+                vec![(3, replies_rx), (4, calls_tx)],
+            );
+            let candidate = self.spec(
+                dir,
+                Role::Candidate,
+                SERVE,
+                uids.map(|u| u.0),
+                Vec::new(),
+                Vec::new(),
+                vec![(3, calls_rx), (4, replies_tx)],
+            );
+            let result = process::run_group(vec![harness, candidate], self.timeout);
+            self.after_run(uids.map(|u| [u.0, u.1]).as_ref().map_or(&[][..], |u| u));
+            Ok(match result {
+                Err(e) => Outcome::SandboxFailed(format!("cannot start: {e}")),
+                Ok(mut done) => {
+                    let candidate = done.pop();
+                    let harness = done.pop();
+                    match (harness, candidate) {
+                        (Some(h), Some(c)) => classify_tests(&h, &c, &token),
+                        _ => Outcome::SandboxFailed("a process is missing".into()),
+                    }
+                }
+            })
+        })
+        .unwrap_or_else(|o| o)
+    }
+
+    /// Runs `code` as a script with `input` on stdin, with `timeout` (at
+    /// most the judge's): its standard output when it exited with status 0.
+    pub fn run_script(
+        &self,
+        code: &str,
+        input: &str,
+        slot: usize,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Outcome> {
+        self.in_private_dir(|dir| {
+            let uid = self.slot_uids(slot).map(|u| u.0);
+            self.prepare(dir, Role::Candidate, code, uid)?;
+            let spec = self.spec(
+                dir,
+                Role::Candidate,
+                SCRIPT,
+                uid,
+                Vec::new(),
+                input.as_bytes().to_vec(),
+                Vec::new(),
+            );
+            let result = process::run(spec, timeout.min(self.timeout));
+            self.after_run(uid.as_slice());
+            Ok(match result {
+                Err(e) => Err(Outcome::SandboxFailed(format!("cannot start: {e}"))),
+                Ok(f) => classify_script(f),
+            })
+        })
+        .and_then(|r| r)
+    }
+
+    /// Runs `f` in a fresh private dir and removes the dir afterwards; an
+    /// I/O error of the judge's own is a `SandboxFailed`.
+    fn in_private_dir<T>(
+        &self,
+        f: impl FnOnce(&Path) -> std::io::Result<T>,
+    ) -> Result<T, Outcome> {
         let b = {
             let mut b = tempfile::Builder::new();
             b.prefix("cgpo-code-");
             b
         };
-        match &self.scratch {
+        let dir = match &self.scratch {
             Some(s) => b.tempdir_in(s),
             None => b.tempdir(),
         }
+        .map_err(|e| Outcome::SandboxFailed(format!("private dir: {e}")))?;
+        let result = f(dir.path())
+            .map_err(|e| Outcome::SandboxFailed(format!("preparing the run: {e}")));
+        dir.close()
+            .map_err(|e| Outcome::SandboxFailed(format!("removing the private dir: {e}")))?;
+        result
     }
 
-    fn slot_uid(&self, slot: usize) -> Option<u32> {
-        self.uid_base
-            .map(|b| b.saturating_add(u32::try_from(slot).unwrap_or(u32::MAX)))
+    /// `(candidate uid, harness uid)` of a pool slot, when running as root.
+    pub fn slot_uids(&self, slot: usize) -> Option<(u32, u32)> {
+        let slot = u32::try_from(slot).unwrap_or(u32::MAX / 2);
+        self.uid_base.map(|b| {
+            let c = b.saturating_add(slot.saturating_mul(2));
+            (c, c.saturating_add(1))
+        })
     }
 
-    fn run_in(&self, dir: &Path, program: &str, slot: usize) -> Outcome {
-        let uid = self.slot_uid(slot);
-        if let Err(e) = self.prepare(dir, program, uid) {
-            return Outcome::SandboxFailed(format!("writing the program: {e}"));
+    /// Without a pid namespace, a process that left the session survives
+    /// the group kill; the slot uids are this run's alone.
+    fn after_run(&self, uids: &[u32]) {
+        if let Isolation::None(_) = self.isolation {
+            for &uid in uids {
+                kill_uid(uid);
+            }
         }
-        let launcher = launcher(uid, self.max_processes);
-        let token = token();
+    }
+
+    fn prepare(&self, dir: &Path, role: Role, text: &str, uid: Option<u32>) -> std::io::Result<()> {
+        let sub = dir.join(role.dir());
+        fs::create_dir(&sub)?;
+        let file = sub.join(role.file());
+        fs::write(&file, text)?;
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644))?;
+        if let (Some(uid), Isolation::None(_)) = (uid, &self.isolation) {
+            // Not isolated, each process works in its own subdirectory,
+            // which the other's uid cannot enter; the top one is
+            // traversable only.
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o711))?;
+            std::os::unix::fs::chown(&sub, Some(uid), Some(uid))?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spec(
+        &self,
+        dir: &Path,
+        role: Role,
+        launcher: &str,
+        uid: Option<u32>,
+        extra_args: Vec<OsString>,
+        stdin: Vec<u8>,
+        fds: Vec<(i32, std::os::fd::OwnedFd)>,
+    ) -> Spec {
         let mut py_args: Vec<OsString> = vec!["-I".into(), "-B".into()];
         if !self.process_pth_files {
             py_args.push("-S".into());
         }
         py_args.extend(["-c".into(), launcher.into()]);
-        let (program_path, args, cwd) = match &self.isolation {
+        py_args.push(uid.map_or(-1, i64::from).to_string().into());
+        py_args.push(self.max_processes.to_string().into());
+        py_args.extend(extra_args);
+        let (program, args, cwd) = match &self.isolation {
             Isolation::Bwrap(bwrap) => {
-                let mut args = self.bwrap_args(dir, uid.is_some());
+                let mut args = self.bwrap_args(dir, role, uid.is_some());
                 args.push(self.interpreter.exe.clone().into());
                 args.extend(py_args);
                 (bwrap.clone(), args, None)
             }
-            Isolation::None(_) => (self.interpreter.exe.clone(), py_args, Some(dir.into())),
+            Isolation::None(_) => (
+                self.interpreter.exe.clone(),
+                py_args,
+                Some(dir.join(role.dir())),
+            ),
         };
-        let spec = Spec {
-            program: program_path,
+        Spec {
+            program,
             args,
             env: ENV
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             cwd,
-            stdin: format!("{token}\n").into_bytes(),
+            stdin,
             limits: Some(self.limits),
-            timeout: self.timeout,
             output_cap: self.output_cap,
-        };
-        let result = process::run(&spec);
-        if let (Some(uid), Isolation::None(_)) = (uid, &self.isolation) {
-            // Without a pid namespace, a process that left the session
-            // survives the group kill; the slot uid is this run's alone.
-            kill_uid(uid);
-        }
-        match result {
-            Err(e) => Outcome::SandboxFailed(format!("cannot start: {e}")),
-            Ok(f) => classify(&f, &token),
+            fds,
         }
     }
 
-    fn prepare(&self, dir: &Path, program: &str, uid: Option<u32>) -> std::io::Result<()> {
-        let main = dir.join("main.py");
-        fs::write(&main, program)?;
-        fs::set_permissions(&main, fs::Permissions::from_mode(0o644))?;
-        if let (Some(uid), Isolation::None(_)) = (uid, &self.isolation) {
-            // Not isolated, the dir itself is the working directory.
-            std::os::unix::fs::chown(dir, Some(uid), Some(uid))?;
-        }
-        Ok(())
-    }
-
-    /// The bubblewrap arguments up to (not including) the command.
-    pub fn bwrap_args(&self, dir: &Path, as_root: bool) -> Vec<OsString> {
+    /// The bubblewrap arguments up to (not including) the command, for the
+    /// process of `role` whose file is in `dir`.
+    fn bwrap_args(&self, dir: &Path, role: Role, as_root: bool) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(OsString::from));
         push(&["--die-with-parent", "--new-session"]);
@@ -274,8 +437,8 @@ impl Sandbox {
             push(&["--size", &size, "--perms", "1777", "--tmpfs", target]);
         }
         a.push("--ro-bind".into());
-        a.push(dir.join("main.py").into());
-        a.push(format!("{SANDBOX_DIR}/main.py").into());
+        a.push(dir.join(role.dir()).join(role.file()).into());
+        a.push(format!("{SANDBOX_DIR}/{}", role.file()).into());
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(OsString::from));
         push(&["--chdir", SANDBOX_DIR, "--clearenv"]);
         for (k, v) in ENV {
@@ -284,71 +447,95 @@ impl Sandbox {
         push(&["--"]);
         a
     }
+
+    /// The bubblewrap arguments of both processes, for tests and docs.
+    #[cfg(test)]
+    pub fn bwrap_args_for_tests(&self, dir: &Path, as_root: bool) -> [Vec<OsString>; 2] {
+        [Role::Candidate, Role::Harness].map(|r| self.bwrap_args(dir, r, as_root))
+    }
 }
 
-/// The Python program that sets the last limits and runs `main.py`. Under
-/// `-S` it does what `site` does except running `.pth` files (host code
-/// that costs tens of milliseconds per start): site-packages on the path,
-/// and `exit`, `quit`, `help` as builtins.
-fn launcher(uid: Option<u32>, max_processes: u64) -> String {
-    let drop = match uid {
-        Some(u) => format!("os.setgroups([]); os.setgid({u}); os.setuid({u})"),
-        None => "pass".into(),
-    };
-    format!(
-        "import os, sys\n\
-         def _cgpo_main():\n\
-         \x20   token = sys.stdin.readline().strip()\n\
-         \x20   null = os.open('/dev/null', os.O_RDONLY)\n\
-         \x20   os.dup2(null, 0)\n\
-         \x20   os.close(null)\n\
-         \x20   import resource, runpy\n\
-         \x20   if sys.flags.no_site:\n\
-         \x20       import site\n\
-         \x20       site.setquit(); site.setcopyright(); site.sethelper()\n\
-         \x20       sys.path.extend(p for p in site.getsitepackages() if os.path.isdir(p))\n\
-         \x20   {drop}\n\
-         \x20   resource.setrlimit(resource.RLIMIT_NPROC, ({max_processes}, {max_processes}))\n\
-         \x20   os.write(1, b'{START}\\n')\n\
-         \x20   sys.argv = ['main.py']\n\
-         \x20   runpy.run_path('main.py', run_name='__main__')\n\
-         \x20   sys.stdout.flush()\n\
-         \x20   os.write(1, ('\\n' + token + '\\n').encode())\n\
-         _cgpo_main()\n"
-    )
+fn started(f: &Finished) -> bool {
+    f.stdout.starts_with(format!("{START}\n").as_bytes())
 }
 
-fn classify(f: &process::Finished, token: &str) -> Outcome {
-    let started = f.stdout.starts_with(format!("{START}\n").as_bytes());
-    if !started {
-        if f.timed_out {
-            return Outcome::SandboxFailed("timed out before the program started".into());
-        }
-        return Outcome::SandboxFailed(format!(
-            "the sandbox did not start ({}): {}",
-            f.status,
-            tail(&f.stderr, 5, 600)
-        ));
-    }
-    if f.overflowed {
-        return Outcome::OutputExceeded;
-    }
+fn not_started(f: &Finished) -> Outcome {
     if f.timed_out {
-        return Outcome::TimedOut;
+        return Outcome::SandboxFailed("timed out before the program started".into());
     }
-    if f.status.success() {
-        if f.stdout.ends_with(format!("{token}\n").as_bytes()) {
-            return Outcome::Completed;
-        }
-        return Outcome::Failed("exited with status 0 before the tests finished".into());
-    }
+    Outcome::SandboxFailed(format!(
+        "the sandbox did not start ({}): {}",
+        f.status,
+        tail(&f.stderr, 5, 600)
+    ))
+}
+
+/// How a process ended, with the last lines of its stderr.
+fn failure(f: &Finished, lines: usize) -> String {
     let how = signal_name(&f.status).unwrap_or_else(|| f.status.to_string());
-    let err = tail(&f.stderr, 5, 600);
-    Outcome::Failed(if err.is_empty() {
+    let err = tail(&f.stderr, lines, 600);
+    if err.is_empty() {
         how
     } else {
         format!("{how}: {err}")
-    })
+    }
+}
+
+/// The verdict of a function-test run, from the harness `h` and the
+/// candidate `c`; only the harness's own token makes a pass.
+fn classify_tests(h: &Finished, c: &Finished, token: &str) -> Outcome {
+    // The candidate's flood may stop the run before the harness started.
+    if c.overflowed {
+        return Outcome::OutputExceeded;
+    }
+    if !started(h) {
+        return not_started(h);
+    }
+    if h.overflowed {
+        return Outcome::OutputExceeded;
+    }
+    if h.timed_out {
+        return Outcome::TimedOut;
+    }
+    if h.status.success() {
+        if h.stdout.ends_with(format!("\n{token}:pass\n").as_bytes()) {
+            return Outcome::Completed;
+        }
+        if h.stdout.ends_with(format!("\n{token}:nostart\n").as_bytes()) {
+            return Outcome::SandboxFailed(format!(
+                "the candidate's sandbox did not start: {}",
+                failure(c, 5)
+            ));
+        }
+        return Outcome::Failed("the tests exited with status 0 before they finished".into());
+    }
+    let reason = failure(h, 5);
+    if h.status.code() == Some(CANDIDATE_EXITED) {
+        return Outcome::Failed(format!(
+            "{reason}; the candidate's process: {}",
+            failure(c, 3)
+        ));
+    }
+    Outcome::Failed(reason)
+}
+
+/// A script's standard output, or how it failed.
+fn classify_script(f: Finished) -> Result<Vec<u8>, Outcome> {
+    if !started(&f) {
+        return Err(not_started(&f));
+    }
+    if f.overflowed {
+        return Err(Outcome::OutputExceeded);
+    }
+    if f.timed_out {
+        return Err(Outcome::TimedOut);
+    }
+    if !f.status.success() {
+        return Err(Outcome::Failed(failure(&f, 5)));
+    }
+    let mut out = f.stdout;
+    out.drain(..START.len() + 1);
+    Ok(out)
 }
 
 fn signal_name(status: &std::process::ExitStatus) -> Option<String> {
