@@ -273,7 +273,8 @@ impl CodeJudge {
     fn run(&self, sandbox: &Sandbox, program: &Program, slot: usize) -> Verdict {
         let started = Instant::now();
         if let Some(tests) = &program.tests {
-            let outcome = sandbox.run_tests(&program.code, tests, program.entry_point.as_deref(), slot);
+            let outcome =
+                sandbox.run_tests(&program.code, tests, program.entry_point.as_deref(), slot);
             if outcome != Outcome::Completed {
                 return self.verdict(outcome);
             }
@@ -288,7 +289,9 @@ impl CodeJudge {
                 Ok(out) => out,
                 Err(outcome) => {
                     return match self.verdict(outcome) {
-                        Verdict::Fail(r) => Verdict::Fail(format!("stdio test {} of {n}: {r}", i + 1)),
+                        Verdict::Fail(r) => {
+                            Verdict::Fail(format!("stdio test {} of {n}: {r}", i + 1))
+                        }
                         v => v,
                     }
                 }

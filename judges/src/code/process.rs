@@ -171,7 +171,9 @@ fn spawn(spec: Spec) -> io::Result<Running> {
         .iter()
         .any(|&(t, s)| !(3..FIRST_PRIVATE_FD).contains(&t) || s < FIRST_PRIVATE_FD)
     {
-        return Err(io::Error::other("handed descriptors must be 3..10, from pipe()"));
+        return Err(io::Error::other(
+            "handed descriptors must be 3..10, from pipe()",
+        ));
     }
     // SAFETY: the closure runs between fork and exec and only makes
     // async-signal-safe system calls (setsid, dup2, close_range, setrlimit).

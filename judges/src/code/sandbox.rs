@@ -286,10 +286,7 @@ impl Sandbox {
 
     /// Runs `f` in a fresh private dir and removes the dir afterwards; an
     /// I/O error of the judge's own is a `SandboxFailed`.
-    fn in_private_dir<T>(
-        &self,
-        f: impl FnOnce(&Path) -> std::io::Result<T>,
-    ) -> Result<T, Outcome> {
+    fn in_private_dir<T>(&self, f: impl FnOnce(&Path) -> std::io::Result<T>) -> Result<T, Outcome> {
         let b = {
             let mut b = tempfile::Builder::new();
             b.prefix("cgpo-code-");
@@ -300,8 +297,8 @@ impl Sandbox {
             None => b.tempdir(),
         }
         .map_err(|e| Outcome::SandboxFailed(format!("private dir: {e}")))?;
-        let result = f(dir.path())
-            .map_err(|e| Outcome::SandboxFailed(format!("preparing the run: {e}")));
+        let result =
+            f(dir.path()).map_err(|e| Outcome::SandboxFailed(format!("preparing the run: {e}")));
         dir.close()
             .map_err(|e| Outcome::SandboxFailed(format!("removing the private dir: {e}")))?;
         result
@@ -501,7 +498,9 @@ fn classify_tests(h: &Finished, c: &Finished, token: &str) -> Outcome {
         if h.stdout.ends_with(format!("\n{token}:pass\n").as_bytes()) {
             return Outcome::Completed;
         }
-        if h.stdout.ends_with(format!("\n{token}:nostart\n").as_bytes()) {
+        if h.stdout
+            .ends_with(format!("\n{token}:nostart\n").as_bytes())
+        {
             return Outcome::SandboxFailed(format!(
                 "the candidate's sandbox did not start: {}",
                 failure(c, 5)

@@ -412,9 +412,18 @@ fn bwrap_binds_no_host_path_writable() {
         };
         // Each process sees its own file only: the tests never enter the
         // candidate's sandbox.
-        assert_eq!(binds(&candidate), ["/private/candidate/main.py /sandbox/main.py"]);
-        assert_eq!(binds(&harness), ["/private/harness/tests.py /sandbox/tests.py"]);
-        let args: Vec<String> = candidate.iter().map(|a| a.to_string_lossy().into()).collect();
+        assert_eq!(
+            binds(&candidate),
+            ["/private/candidate/main.py /sandbox/main.py"]
+        );
+        assert_eq!(
+            binds(&harness),
+            ["/private/harness/tests.py /sandbox/tests.py"]
+        );
+        let args: Vec<String> = candidate
+            .iter()
+            .map(|a| a.to_string_lossy().into())
+            .collect();
         eprintln!("bwrap {} <python> ...", args.join(" "));
         for flag in [
             "--unshare-net",
