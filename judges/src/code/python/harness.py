@@ -85,7 +85,7 @@ def _cgpo_harness():
     entry_point = sys.argv[3]
     _cgpo_stdin_to_null()
     _cgpo_setup()
-    import builtins, traceback
+    import builtins
     os.write(1, _START)
     candidate = _Candidate(3, 4)
     try:
@@ -119,6 +119,7 @@ def _cgpo_harness():
             code = compile(f.read(), "tests.py", "exec")
         exec(code, ns)
     except CandidateExited:
+        import traceback
         traceback.print_exc()
         sys.stderr.flush()
         sys.stdout.flush()

@@ -7,7 +7,7 @@
 def _cgpo_serve():
     _cgpo_stdin_to_null()
     _cgpo_setup()
-    import builtins, traceback
+    import builtins
     rx, tx = 3, 4
     _cgpo_send(tx, {"hello": True})
     sys.argv = ["main.py"]
@@ -16,6 +16,7 @@ def _cgpo_serve():
         with open("main.py", "rb") as f:
             exec(compile(f.read(), "main.py", "exec"), g)
     except BaseException as e:
+        import traceback
         _cgpo_send(tx, {"load_error": "".join(traceback.format_exception(e))[-4000:]})
         os._exit(1)
     names = sorted(k for k, v in list(g.items())
