@@ -42,8 +42,10 @@ impl Llama {
     pub fn from_gguf(path: &Path, device: &Device, trainable: bool) -> Result<Self> {
         let source = path.display().to_string();
         let (content, mut file) = gguf::read_content(path)?;
-        let cfg = gguf::config(&content, &source)?;
+        // The tokenizer first: its errors (an unsupported family) are
+        // cheap to find and say more than a missing tensor.
         let tokenizer = HfTokenizer::from_gguf(&content, &source)?;
+        let cfg = gguf::config(&content, &source)?;
         let tensors = gguf::tensors(&content, &mut file, &cfg, &source)?;
         let model = Transformer::from_tensors(cfg, tensors, device, trainable, &source)?;
         Self::new(model, tokenizer, &source)
@@ -125,16 +127,7 @@ impl Llama {
             .stop_tokens()
             .first()
             .and_then(|&id| self.tokenizer.inner().id_to_token(id));
-        let chat_template = match self.tokenizer.chat_template() {
-            super::ChatTemplate::ChatMl { default_system } => Some(format!(
-                "{{# ChatML #}}{}{{% for m in messages %}}<|im_start|>{{{{ m.role }}}}\n{{{{ m.content }}}}<|im_end|>\n{{% endfor %}}",
-                default_system
-                    .as_ref()
-                    .map(|s| format!("<|im_start|>system\n{s}<|im_end|>\n"))
-                    .unwrap_or_default()
-            )),
-            super::ChatTemplate::Plain => None,
-        };
+        let chat_template = self.tokenizer.chat_template().source();
         let config = serde_json::json!({"eos_token": eos, "chat_template": chat_template});
         let path = dir.join("tokenizer_config.json");
         std::fs::write(&path, config.to_string()).map_err(|e| Error::io(&path, e))

@@ -28,6 +28,7 @@
 mod batch;
 mod chat;
 mod gguf;
+mod gguf_tokenizer;
 mod llama;
 mod tiny;
 mod tokenizer;
@@ -41,6 +42,7 @@ use crate::error::Result;
 
 pub use batch::{KvCache, TokenBatch};
 pub use chat::ChatTemplate;
+pub use gguf_tokenizer::SUPPORTED_FAMILIES as SUPPORTED_TOKENIZER_FAMILIES;
 pub use llama::Llama;
 pub use tiny::{TinyLm, TinyLmConfig};
 pub use tokenizer::{ByteTokenizer, HfTokenizer, TextTokenizer};

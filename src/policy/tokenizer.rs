@@ -1,8 +1,10 @@
 //! Tokenizers: text <-> token ids, the chat template and the stop tokens.
 //!
 //! [`HfTokenizer`] wraps the `tokenizers` crate, built from a Hugging Face
-//! `tokenizer.json` or from a GGUF file's metadata (byte-level BPE vocab and
-//! merges). [`ByteTokenizer`] maps bytes to ids for the toy model.
+//! `tokenizer.json` or from a GGUF file's metadata as llama.cpp reads it
+//! (the GGUF tokenizer module: byte-level BPE, the pre-tokenizer family the
+//! file names, its special tokens and flags), with the model's own Jinja
+//! chat template. [`ByteTokenizer`] maps bytes to ids for the toy model.
 //!
 //! ```
 //! use cgpo::policy::{ByteTokenizer, TextTokenizer};
@@ -16,7 +18,6 @@
 use std::path::Path;
 
 use candle_core::quantized::gguf_file;
-use candle_core::quantized::tokenizer::TokenizerFromGguf;
 use cgpo_judges::Message;
 use tokenizers::Tokenizer;
 
@@ -43,10 +44,12 @@ pub trait TextTokenizer: Send + Sync {
 
     /// The conversation rendered with the chat template, ready for the
     /// assistant's answer.
-    fn render_chat(&self, messages: &[Message]) -> String;
+    fn render_chat(&self, messages: &[Message]) -> Result<String>;
 
+    /// Ids of the rendered conversation (after the BOS token where the
+    /// model's tokenizer adds one).
     fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        self.encode(&self.render_chat(messages))
+        self.encode(&self.render_chat(messages)?)
     }
 }
 
@@ -83,8 +86,10 @@ impl TextTokenizer for ByteTokenizer {
         Self::PAD
     }
 
-    fn render_chat(&self, messages: &[Message]) -> String {
-        ChatTemplate::Plain.render(messages)
+    fn render_chat(&self, messages: &[Message]) -> Result<String> {
+        ChatTemplate::Plain
+            .render(messages)
+            .map_err(|e| Error::model("tokenizer", e))
     }
 }
 
@@ -95,6 +100,8 @@ pub struct HfTokenizer {
     chat: ChatTemplate,
     stop: Vec<u32>,
     pad: u32,
+    /// Put before every encoded conversation.
+    bos: Option<u32>,
 }
 
 impl HfTokenizer {
@@ -121,36 +128,49 @@ impl HfTokenizer {
             chat,
             stop,
             pad,
+            bos: None,
         })
     }
 
-    /// From a GGUF file's `tokenizer.ggml.*` metadata (byte-level BPE) and
-    /// its `tokenizer.chat_template`.
+    /// Starts every encoded conversation with `bos` (GGUF
+    /// `tokenizer.ggml.add_bos_token`), unless the template wrote it.
+    pub fn with_bos(mut self, bos: Option<u32>) -> Self {
+        self.bos = bos;
+        self
+    }
+
+    /// From a GGUF file's `tokenizer.ggml.*` metadata (see the GGUF
+    /// tokenizer module) and its `tokenizer.chat_template`. An unsupported
+    /// tokenizer family is an error naming `source` and the family.
     pub fn from_gguf(content: &gguf_file::Content, source: &str) -> Result<Self> {
-        let inner = Tokenizer::from_gguf(content)
-            .map_err(|e| Error::model(source, format!("tokenizer: {e}")))?;
+        let gguf = super::gguf_tokenizer::from_gguf(content, source)?;
+        let text = |id: Option<u32>| {
+            id.and_then(|i| gguf.tokenizer.id_to_token(i))
+                .unwrap_or_default()
+        };
         let chat = match content.metadata.get("tokenizer.chat_template") {
             Some(v) => {
                 let jinja = v
                     .to_string()
                     .map_err(|e| Error::model(source, format!("tokenizer.chat_template: {e}")))?;
-                ChatTemplate::from_jinja(jinja).unwrap_or(ChatTemplate::Plain)
+                ChatTemplate::jinja(jinja, &text(gguf.bos), &text(gguf.eos))
+                    .map_err(|e| Error::model(source, e))?
             }
             None => ChatTemplate::Plain,
         };
-        let eos =
-            match content.metadata.get("tokenizer.ggml.eos_token_id") {
-                Some(v) => Some(v.to_u32().map_err(|e| {
-                    Error::model(source, format!("tokenizer.ggml.eos_token_id: {e}"))
-                })?),
-                None => None,
-            };
-        Self::new(inner, chat, eos, source)
+        let bos = gguf.bos.filter(|_| gguf.add_bos);
+        Ok(Self::new(gguf.tokenizer, chat, gguf.eos, source)?.with_bos(bos))
+    }
+
+    /// The tokenizer of a GGUF file, without its weights.
+    pub fn from_gguf_file(path: &Path) -> Result<Self> {
+        let (content, _) = super::gguf::read_content(path)?;
+        Self::from_gguf(&content, &path.display().to_string())
     }
 
     /// From a Hugging Face `tokenizer.json`, with the chat template and the
-    /// end-of-sequence token read from `tokenizer_config.json` next to it
-    /// when present.
+    /// BOS and EOS tokens read from `tokenizer_config.json` next to it when
+    /// present.
     pub fn from_file(path: &Path) -> Result<Self> {
         let source = path.display().to_string();
         if !path.is_file() {
@@ -164,13 +184,19 @@ impl HfTokenizer {
                 .map_err(|e| Error::model(config_path.display(), e.to_string()))?,
             Err(_) => serde_json::Value::Null,
         };
-        let chat = config["chat_template"]
-            .as_str()
-            .and_then(ChatTemplate::from_jinja)
-            .unwrap_or(ChatTemplate::Plain);
-        let eos_text = match &config["eos_token"] {
+        let token_text = |key: &str| match &config[key] {
             serde_json::Value::String(s) => Some(s.clone()),
             v => v["content"].as_str().map(str::to_owned),
+        };
+        let (bos_text, eos_text) = (token_text("bos_token"), token_text("eos_token"));
+        let chat = match config["chat_template"].as_str() {
+            Some(jinja) => ChatTemplate::jinja(
+                jinja,
+                bos_text.as_deref().unwrap_or_default(),
+                eos_text.as_deref().unwrap_or_default(),
+            )
+            .map_err(|e| Error::model(config_path.display(), e))?,
+            None => ChatTemplate::Plain,
         };
         let eos = eos_text.and_then(|t| inner.token_to_id(&t));
         Self::new(inner, chat, eos, &source)
@@ -212,8 +238,20 @@ impl TextTokenizer for HfTokenizer {
         self.pad
     }
 
-    fn render_chat(&self, messages: &[Message]) -> String {
-        self.chat.render(messages)
+    fn render_chat(&self, messages: &[Message]) -> Result<String> {
+        self.chat
+            .render(messages)
+            .map_err(|e| Error::model("tokenizer", e))
+    }
+
+    fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        let mut ids = self.encode(&self.render_chat(messages)?)?;
+        if let Some(bos) = self.bos {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
     }
 }
 
