@@ -8,10 +8,13 @@ References, both reading the same GGUF file (scripts/fetch-smollm2.sh):
 - llama.cpp's tokenizer (llama-cpp-python, vocab only), tokenize with
   special-token parsing and no BOS, detokenize with special tokens.
 
-Each line: {"kind", "text", "ids", "decoded", "decoded_skip"} where ids are
-transformers' (and llama.cpp's, which must agree; a disagreement is written
-as "llama_cpp_ids" and reported), and chat lines add "messages" (text is
-then the rendered conversation). 1,200 strings, deterministic (seed 0).
+Each line: {"kind", "text", "ids", "decoded"?, "decoded_skip"?}: ids are
+transformers'; "decoded" (with special tokens) is written only where it is
+not the text itself, "decoded_skip" (without them) only where it is not
+"decoded". Where llama.cpp differs, its ids or decoded text are written as
+"llama_cpp_ids" / "llama_cpp_decoded" and counted on stderr. Chat lines add
+"messages" (text is then the rendered conversation). 1,200 strings,
+deterministic (seed 0).
 
     TORCH_PY=$(scripts/torch-venv.sh)
     LLAMA_PY=$CGPO_CACHE/llama-server-venv/bin/python   # scripts/serve-smollm2.sh installs it
@@ -180,15 +183,19 @@ def main(gguf, llama_python):
         llama.stdin.flush()
         ref = json.loads(llama.stdout.readline())
         r["ids"] = ids
-        r["decoded"] = tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        r["decoded_skip"] = tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        decoded = tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        skipped = tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        if decoded != r["text"]:
+            r["decoded"] = decoded
+        if skipped != decoded:
+            r["decoded_skip"] = skipped
         if ref["ids"] != ids:
             r["llama_cpp_ids"] = ref["ids"]
             disagreements += 1
-        if ref["text"] != r["decoded"]:
+        if ref["text"] != decoded:
             r["llama_cpp_decoded"] = ref["text"]
             disagreements += 1
-        print(json.dumps(r, ensure_ascii=False))
+        print(json.dumps(r, ensure_ascii=False, separators=(",", ":")))
     llama.stdin.close()
     llama.wait()
     print(f"{len(records)} strings; {disagreements} disagreements between transformers and llama.cpp",

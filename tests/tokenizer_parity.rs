@@ -91,12 +91,16 @@ fn encode_and_decode_match_the_references() {
             ));
             continue;
         }
+        // The fixture writes decoded texts only where they differ from the
+        // text (with special tokens) or from that (without them).
+        let want = r.get("decoded").map_or(text, |d| d.as_str().unwrap());
+        let want_skip = r.get("decoded_skip").map_or(want, |d| d.as_str().unwrap());
         let decoded = t.inner().decode(&expected, false).unwrap();
-        if decoded != r["decoded"].as_str().unwrap() {
+        if decoded != want {
             wrong.push(format!("decode {text:?}: got {decoded:?}"));
         }
         let skipped = t.decode(&expected).unwrap();
-        if skipped != r["decoded_skip"].as_str().unwrap() {
+        if skipped != want_skip {
             wrong.push(format!("decode without specials {text:?}: got {skipped:?}"));
         }
     }
