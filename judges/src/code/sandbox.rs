@@ -237,7 +237,9 @@ impl Sandbox {
                 vec![(3, calls_rx), (4, replies_tx)],
             );
             let result = process::run_group(vec![harness, candidate], self.timeout);
-            self.after_run(uids.map(|u| [u.0, u.1]).as_ref().map_or(&[][..], |u| u));
+            if let Some((candidate, harness)) = uids {
+                self.after_run(&[candidate, harness]);
+            }
             Ok(match result {
                 Err(e) => Outcome::SandboxFailed(format!("cannot start: {e}")),
                 Ok(mut done) => {
