@@ -6,6 +6,7 @@ use std::process::Command;
 use candle_core::Tensor;
 
 /// max |a - b| over all elements of two f32 tensors of one shape.
+#[allow(dead_code)] // not every test binary compares tensors
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b)
         .and_then(|d| d.abs())
