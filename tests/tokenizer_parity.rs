@@ -62,10 +62,10 @@ fn the_fixture_covers_what_it_says() {
     }
     // The references decode alike everywhere, and encode alike except on
     // numerals outside ASCII (`½`, `٣`, `४`): llama.cpp's `smollm` family
-    // splits every `\p{N}` character off, as SmolLM2's own tokenizer.json
-    // does (`Digits(individual_digits)`, which splits on `char::is_numeric`),
-    // while transformers' GGUF conversion leaves that step out. Those are
-    // exactly the strings where the ids differ.
+    // splits every `\p{N}` character off (as `tokenizers`'
+    // `Digits(individual_digits)` does), while transformers' GGUF conversion
+    // ignores the family and has no such step. Those are exactly the
+    // strings where the ids differ.
     assert!(records.iter().all(|r| r.get("llama_cpp_decoded").is_none()));
     for r in &records {
         let text = r["text"].as_str().unwrap();

@@ -11,9 +11,9 @@
 //! tokens it was not trained on still runs, and nothing would show it.
 //!
 //! Families:
-//! - `smollm`: each digit on its own, then GPT-2's split (llama.cpp's
-//!   `\p{N}` before the GPT-2 pattern; SmolLM2's own `tokenizer.json` has
-//!   `Digits(individual_digits)` before `ByteLevel`).
+//! - `smollm`: each numeral on its own, then GPT-2's split (llama.cpp's
+//!   `\p{N}` before the GPT-2 pattern; here `Digits(individual_digits)`,
+//!   which splits on `char::is_numeric`, before `ByteLevel`).
 //! - `gpt-2`: GPT-2's split alone.
 //!
 //! Parity with transformers and llama.cpp on SmolLM2 is pinned by
