@@ -155,7 +155,8 @@ fn an_unsupported_family_is_an_error_naming_the_file_and_family() {
         ),
         ("tokenizer.ggml.model", "llama", "tokenizer model `llama`"),
     ] {
-        // A copy of SmolLM2's metadata (no tensors) with one value changed.
+        // A copy of SmolLM2's metadata with one value changed, and a tiny
+        // embedding for the model config, which is read first.
         let out = dir.path().join(format!("{value}.gguf"));
         let changed = gguf_file::Value::String(value.into());
         let metadata: Vec<(&str, &gguf_file::Value)> = content
@@ -163,8 +164,14 @@ fn an_unsupported_family_is_an_error_naming_the_file_and_family() {
             .iter()
             .map(|(k, v)| (k.as_str(), if k == key { &changed } else { v }))
             .collect();
+        let embed = candle_core::quantized::QTensor::quantize(
+            &candle_core::Tensor::zeros((2, 2), candle_core::DType::F32, &candle_core::Device::Cpu)
+                .unwrap(),
+            candle_core::quantized::GgmlDType::F32,
+        )
+        .unwrap();
         let mut w = std::fs::File::create(&out).unwrap();
-        gguf_file::write(&mut w, &metadata, &[]).unwrap();
+        gguf_file::write(&mut w, &metadata, &[("token_embd.weight", &embed)]).unwrap();
         drop(w);
         for err in [
             HfTokenizer::from_gguf_file(&out).err().unwrap().to_string(),

@@ -42,10 +42,8 @@ impl Llama {
     pub fn from_gguf(path: &Path, device: &Device, trainable: bool) -> Result<Self> {
         let source = path.display().to_string();
         let (content, mut file) = gguf::read_content(path)?;
-        // The tokenizer first: its errors (an unsupported family) are
-        // cheap to find and say more than a missing tensor.
-        let tokenizer = HfTokenizer::from_gguf(&content, &source)?;
         let cfg = gguf::config(&content, &source)?;
+        let tokenizer = HfTokenizer::from_gguf(&content, &source)?;
         let tensors = gguf::tensors(&content, &mut file, &cfg, &source)?;
         let model = Transformer::from_tensors(cfg, tensors, device, trainable, &source)?;
         Self::new(model, tokenizer, &source)
