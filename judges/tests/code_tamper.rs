@@ -416,6 +416,34 @@ fn honest_solutions_pass() {
 }
 
 #[test]
+fn helpers_from_the_prompt_are_the_prompts() {
+    // HumanEval/32-style: the tests call a helper the prompt defines. The
+    // candidate's own version of it must not be the one the tests use.
+    let judge = judge(4.0);
+    let prompt = "def evaluate(coeffs, x):\n    return sum(c * x ** i for i, c in enumerate(coeffs))\n\ndef root(coeffs):\n    \"\"\"A zero of the polynomial.\"\"\"\n";
+    let meta = json!({"prompt": prompt, "entry_point": "root",
+        "test": "def check(candidate):\n    for coeffs in ([-6, 1], [1, 2]):\n        assert abs(evaluate(coeffs, candidate(list(coeffs)))) < 1e-6\n"});
+    let v = run(
+        &judge,
+        &[
+            (
+                "forged helper",
+                "def evaluate(coeffs, x):\n    return 0.0\n\ndef root(coeffs):\n    return 0.0\n"
+                    .into(),
+                meta.clone(),
+            ),
+            (
+                "honest completion",
+                "    return -coeffs[0] / coeffs[1]\n".into(),
+                meta,
+            ),
+        ],
+    );
+    assert!(v[0].is_fail(), "{:?}", v[0]);
+    assert_eq!(v[1], Verdict::Pass);
+}
+
+#[test]
 fn the_entry_point_may_take_a_builtins_name() {
     // Proxying only non-builtin names must not let the tests call the real
     // builtin in place of the candidate's function.

@@ -425,7 +425,12 @@ fn build_program(sample: &SampleView<'_>, allow_unfenced: bool) -> Result<Progra
         let Some(ep) = ep else {
             return Err(Verdict::error("metadata: `test` without `entry_point`"));
         };
-        tests = format!("{test}\ncheck({ep})\n");
+        // The prompt's helpers (HumanEval/32's `poly`) run in the harness
+        // too, so that the tests never ask the candidate to grade itself;
+        // The prompt's stub of the entry point is then replaced by the
+        // candidate's (passed in under a reserved name).
+        let prompt = t.prompt.as_deref().unwrap_or_default();
+        tests = format!("{prompt}\n{ep} = __cgpo_entry__\n{test}\ncheck({ep})\n");
     }
     for line in &unit_tests {
         tests.push_str(line);

@@ -337,6 +337,7 @@ impl Sandbox {
             // traversable only.
             fs::set_permissions(dir, fs::Permissions::from_mode(0o711))?;
             std::os::unix::fs::chown(&sub, Some(uid), Some(uid))?;
+            fs::set_permissions(&sub, fs::Permissions::from_mode(0o700))?;
         }
         Ok(())
     }

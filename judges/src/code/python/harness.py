@@ -114,6 +114,8 @@ def _cgpo_harness():
             # builtins: only the entry point may take a builtin's name.
             if name == entry_point or name not in builtins.__dict__:
                 ns[name] = _proxy(candidate, name)
+        if entry_point:
+            ns["__cgpo_entry__"] = _proxy(candidate, entry_point)
         sys.argv = ["tests.py"]
         with open("tests.py", "rb") as f:
             code = compile(f.read(), "tests.py", "exec")
