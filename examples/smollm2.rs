@@ -32,6 +32,11 @@ struct Args {
     /// Evaluate every this many steps (default: only before and after).
     #[arg(long)]
     eval_every: Option<u64>,
+    /// The split evaluated before and after: `dev` while choosing
+    /// settings, `test` (the default) once per configuration; see
+    /// docs/evaluation.md.
+    #[arg(long, default_value = "test")]
+    split: String,
     /// Two tiny steps (a smoke test).
     #[arg(long)]
     quick: bool,
@@ -77,6 +82,18 @@ fn main() -> ExitCode {
         InstructOptions::new(model, args.out)
     };
     opts.progress = true;
+    match cgpo::instruct::prompts::Split::parse_eval(&args.split) {
+        Some(split) => {
+            if !args.quick {
+                opts.eval_prompts = InstructOptions::eval_prompts_for(split);
+            }
+            opts.eval_split = split;
+        }
+        None => {
+            eprintln!("error: --split must be dev or test, got `{}`", args.split);
+            return ExitCode::from(2);
+        }
+    }
     opts.steps = args.steps.unwrap_or(opts.steps);
     opts.seed = args.seed.unwrap_or(opts.seed);
     opts.learning_rate = args.learning_rate.unwrap_or(opts.learning_rate);

@@ -46,6 +46,8 @@ pub mod pipeline;
 pub mod policy;
 pub mod reward;
 pub mod rollout;
+pub mod split;
+pub mod stats;
 pub mod strata;
 pub mod task;
 pub mod threads;

@@ -2,9 +2,14 @@
 //! warm-up, every run for a few steps, `summary.json`'s schema and the
 //! metrics files; that training ran (the policies moved, pass rates
 //! changed), not what it achieved; and the warm-up cache.
+//!
+//! The documented claims on three seeds of the default configuration are
+//! an ignored test (about 10 minutes in release mode on 2 cores):
+//! `cargo test --release --test ablation -- --ignored`.
 
 use cgpo::ablation::runs::RunName;
 use cgpo::ablation::suite::TASKS;
+use cgpo::ablation::claims::check;
 use cgpo::ablation::{run_ablation, run_dir, AblationOptions};
 use serde_json::Value;
 
@@ -18,7 +23,16 @@ fn quick_ablation_writes_the_summary_and_trains_every_run() {
     let text = std::fs::read_to_string(dir.path().join("summary.json")).unwrap();
     let json: Value = serde_json::from_str(&text).unwrap();
     let top: Vec<&String> = json.as_object().unwrap().keys().collect();
-    assert_eq!(top, ["runs"]);
+    assert_eq!(top, ["across_seeds", "runs", "warmups"]);
+    let reports = json["warmups"][0]["reward_reports"].as_object().unwrap();
+    assert_eq!(reports.len(), TASKS.len());
+    for (task, r) in reports {
+        assert!(r["test_pairs"].as_u64().unwrap() > 0, "{task}");
+        assert!(r["exploit_prompts"].as_u64().unwrap() > 0, "{task}");
+        let acc = r["test_accuracy"].as_f64().unwrap();
+        let ci = r["test_accuracy_ci95"].as_array().unwrap();
+        assert!(ci[0].as_f64().unwrap() <= acc && acc <= ci[1].as_f64().unwrap());
+    }
     let runs = json["runs"].as_array().unwrap();
     let names: Vec<&str> = runs.iter().map(|r| r["name"].as_str().unwrap()).collect();
     let expected: Vec<&str> = RunName::ALL.iter().map(|r| r.as_str()).collect();
@@ -33,14 +47,29 @@ fn quick_ablation_writes_the_summary_and_trains_every_run() {
         want.sort_unstable();
         assert_eq!(task_names, want);
         let mut moved = false;
+        assert_eq!(run["dev"].as_object().unwrap().len(), TASKS.len());
         for (task, se) in tasks {
             for point in ["start", "end"] {
                 let p = se[point].as_object().unwrap();
                 let mut keys: Vec<&str> = p.keys().map(String::as_str).collect();
                 keys.sort_unstable();
-                assert_eq!(keys, ["eval_pass_rate", "eval_reward", "kl"], "{task}");
+                assert_eq!(
+                    keys,
+                    ["eval_pass_rate", "eval_reward", "kl", "n", "pass_ci95", "passes"],
+                    "{task}"
+                );
                 let rate = p["eval_pass_rate"].as_f64().unwrap();
                 assert!((0.0..=1.0).contains(&rate), "{task} {point}: {rate}");
+                let n = p["n"].as_u64().unwrap();
+                // Test prompts (at most 4 per task in --quick), 2 responses each.
+                assert_eq!(n, 8, "{task} {point}");
+                let ci: Vec<f64> = p["pass_ci95"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+                    .collect();
+                assert!(ci[0] <= rate && rate <= ci[1], "{task} {point}: {ci:?}");
                 assert!(p["eval_reward"].as_f64().unwrap().is_finite());
                 assert!(p["kl"].as_f64().unwrap().is_finite());
             }
@@ -65,6 +94,11 @@ fn quick_ablation_writes_the_summary_and_trains_every_run() {
             .collect();
         let train = lines.iter().filter(|l| l["kind"] == "train").count();
         let eval = lines.iter().filter(|l| l["kind"] == "eval").count();
+        // The curve is the dev split's; test is scored at the start and end only.
+        assert!(lines
+            .iter()
+            .filter(|l| l["kind"] == "eval")
+            .all(|l| l["split"] == "dev" && l["n"].as_u64().is_some()));
         let steps = opts.settings.steps as usize;
         assert_eq!(train, steps * TASKS.len());
         assert_eq!(eval, (steps + 1) * TASKS.len());
@@ -86,4 +120,22 @@ fn quick_ablation_writes_the_summary_and_trains_every_run() {
     assert!(second.warmups[0].cached);
     assert_eq!(second.warmups[0].dir, summary.warmups[0].dir);
     assert_eq!(second.runs[0].tasks, summary.runs[0].tasks);
+}
+
+/// The documented claims (`cgpo::ablation::claims`) on three seeds of the
+/// default configuration, test split. Ignored: it trains 21 runs.
+#[test]
+#[ignore]
+fn the_documented_claims_hold_on_three_seeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = AblationOptions {
+        seeds: vec![0, 1, 2],
+        ..AblationOptions::new(dir.path())
+    };
+    let summary = run_ablation(&opts).unwrap();
+    let checks = check(&summary);
+    for c in &checks {
+        println!("{c}");
+    }
+    assert!(checks.iter().all(|c| c.holds), "a claim failed; see above");
 }

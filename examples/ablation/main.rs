@@ -2,13 +2,17 @@
 //!
 //! SFT, one Bradley-Terry reward model per task and the DPO warm-up of
 //! TinyLm (cached by seed under `<out>/warmup/`), then every run from that
-//! start; a table per task, `<out>/summary.json`, each run's
-//! `<out>/runs/<run>-seed<s>/metrics.jsonl` and SVG plots in `<out>/plots/`.
+//! start; a table per task (test split, with n and 95% intervals),
+//! `<out>/summary.json`, each run's `<out>/runs/<run>-seed<s>/metrics.jsonl`
+//! and SVG plots of the dev curves in `<out>/plots/`. `--check` verifies
+//! the documented claims (`cgpo::ablation::claims`) and fails when one
+//! does not hold.
 //!
 //! ```sh
 //! cargo run --release --example ablation
 //! cargo run --release --example ablation -- --seeds 3
 //! cargo run --release --example ablation -- --runs cgpo-crpg,pg-unconstrained --steps 100
+//! cargo run --release --example ablation -- --seeds 3 --check
 //! cargo run --release --example ablation -- --quick
 //! ```
 
@@ -42,6 +46,9 @@ struct Args {
     /// Output directory (default: runs/ablation, runs/ablation-quick).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Check the documented claims on the test split; exit 1 if one fails.
+    #[arg(long)]
+    check: bool,
 }
 
 fn usage(key: &str, message: &str) -> cgpo::Error {
@@ -96,9 +103,16 @@ fn report(summary: &Summary, opts: &AblationOptions, seconds: f64) {
         );
         for (task, r) in &w.reward_reports {
             println!(
-                "  reward model {task:<7} held-out accuracy {:.3}, prefers the liked response on {:.0}% of prompts",
-                r.heldout_accuracy,
-                100.0 * r.exploit_preferred
+                "  reward model {task:<7} test accuracy {:.3} [{:.3}, {:.3}] (n = {} pairs, {}), prefers the liked response on {:.3} [{:.3}, {:.3}] of {} test prompts",
+                r.test_accuracy,
+                r.test_accuracy_ci95[0],
+                r.test_accuracy_ci95[1],
+                r.test_pairs,
+                r.verdict(),
+                r.exploit_preferred,
+                r.exploit_preferred_ci95[0],
+                r.exploit_preferred_ci95[1],
+                r.exploit_prompts
             );
         }
     }
@@ -137,5 +151,16 @@ fn main() -> ExitCode {
         }
     }
     report(&summary, &opts, t0.elapsed().as_secs_f64());
+    if args.check {
+        let checks = cgpo::ablation::claims::check(&summary);
+        println!("\nclaims (test split):");
+        for c in &checks {
+            println!("{c}");
+        }
+        if checks.iter().any(|c| !c.holds) {
+            eprintln!("error: a documented claim does not hold");
+            return ExitCode::FAILURE;
+        }
+    }
     ExitCode::SUCCESS
 }

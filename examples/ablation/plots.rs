@@ -1,5 +1,6 @@
-//! SVG plots of the ablation (plotters): per task, eval pass rate and eval
-//! raw reward over steps, one line per run (and seed).
+//! SVG plots of the ablation (plotters): per task, the dev split's pass
+//! rate (with 95% Wilson intervals as error bars) and raw reward over
+//! steps, one line per run (and seed).
 
 use std::path::Path;
 
@@ -37,8 +38,8 @@ pub fn write_all(summary: &Summary, dir: &Path) -> Result<usize, String> {
     let mut written = 0;
     for task in &tasks {
         for (metric, label) in [
-            ("pass_rate", "eval pass rate"),
-            ("reward", "eval raw reward"),
+            ("pass_rate", "dev pass rate (95% CI)"),
+            ("reward", "dev raw reward"),
         ] {
             let path = dir.join(format!("{task}-{metric}.svg"));
             plot(summary, task, metric, label, &names, &path)
@@ -57,7 +58,7 @@ fn plot(
     names: &[&str],
     path: &Path,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let series: Vec<(usize, Vec<(f64, f64)>)> = summary
+    let series: Vec<(usize, Vec<(f64, f64, f64, f64)>)> = summary
         .runs
         .iter()
         .map(|r| {
@@ -67,12 +68,12 @@ fn plot(
                 .iter()
                 .filter_map(|(step, points)| {
                     let p = points.get(task)?;
-                    let y = if metric == "pass_rate" {
-                        p.eval_pass_rate
+                    let (y, lo, hi) = if metric == "pass_rate" {
+                        (p.eval_pass_rate, p.pass_ci95[0], p.pass_ci95[1])
                     } else {
-                        p.eval_reward
+                        (p.eval_reward, p.eval_reward, p.eval_reward)
                     };
-                    Some((*step as f64, y))
+                    Some((*step as f64, y, lo, hi))
                 })
                 .collect();
             (color, points)
@@ -80,7 +81,7 @@ fn plot(
         .collect();
     let all = series.iter().flat_map(|(_, p)| p.iter());
     let (mut x1, mut y0, mut y1) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
-    for &(x, y) in all {
+    for &(x, y, _, _) in all {
         x1 = x1.max(x);
         y0 = y0.min(y);
         y1 = y1.max(y);
@@ -102,7 +103,15 @@ fn plot(
     let mut labelled = Vec::new();
     for (color, points) in series {
         let style = COLORS[color % COLORS.len()];
-        let line = chart.draw_series(LineSeries::new(points, style.stroke_width(2)))?;
+        if metric == "pass_rate" {
+            chart.draw_series(points.iter().map(|&(x, _, lo, hi)| {
+                PathElement::new(vec![(x, lo), (x, hi)], style.mix(0.5).stroke_width(1))
+            }))?;
+        }
+        let line = chart.draw_series(LineSeries::new(
+            points.iter().map(|&(x, y, _, _)| (x, y)),
+            style.stroke_width(2),
+        ))?;
         if !labelled.contains(&color) {
             labelled.push(color);
             line.label(names[color])

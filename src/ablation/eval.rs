@@ -1,4 +1,4 @@
-//! Evaluation of a policy on held-out prompts, the same for every run
+//! Evaluation of a policy on one split's prompts (dev or test), the same for every run
 //! whatever it trains with: responses sampled with the run config's
 //! sampling settings (temperature 1 in the ablation; seeded, the same seed
 //! at every evaluation), judged by the task's full mixture of judges and
@@ -41,11 +41,22 @@ use crate::rollout::{generate, sequence_logprobs, SamplingConfig};
 use crate::task::{build_tasks, TaskSpec};
 use crate::train::{load_policy, Trainer};
 
-/// One task's evaluation.
+/// One task's evaluation on one split's prompts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EvalPoint {
     /// Share of samples every judge of the task passes.
     pub eval_pass_rate: f64,
+    /// Samples judged (prompts times responses per prompt) and how many
+    /// passed.
+    #[serde(default)]
+    pub n: usize,
+    #[serde(default)]
+    pub passes: usize,
+    /// The 95% Wilson interval of the pass rate over the `n` samples.
+    /// Responses to one prompt are correlated, so with several per prompt
+    /// it is narrower than an interval over prompts would be.
+    #[serde(default)]
+    pub pass_ci95: [f64; 2],
     /// Mean raw reward of the task's reward model.
     pub eval_reward: f64,
     /// Mean sequence-level KL from the warm-up (nats per response).
@@ -60,6 +71,9 @@ pub fn spread(len: usize, n: usize) -> Vec<usize> {
     (0..n).map(|i| i * len / n).collect()
 }
 
+/// Prompts generated in one batch by [`Evaluator::evaluate`].
+pub const EVAL_CHUNK: usize = 64;
+
 /// Evaluates policies against the suite's judges, reward models and the
 /// warm-up as the reference.
 pub struct Evaluator {
@@ -68,11 +82,12 @@ pub struct Evaluator {
     reference: Box<dyn Policy>,
     tokenizer: Arc<dyn TextTokenizer>,
     sampling: SamplingConfig,
+    split: String,
 }
 
 impl Evaluator {
     /// From a run config with every task's judges (the ablation passes
-    /// `cgpo-crpg`'s), built from `judges` and `rewards`, the held-out
+    /// `cgpo-crpg`'s), built from `judges` and `rewards`, the evaluation
     /// prompts (`eval_prompts` per task, spread over the file's),
     /// `samples_per_prompt` responses to each, sampled as
     /// `config.train.sampling` says.
@@ -113,7 +128,7 @@ impl Evaluator {
         ))
     }
 
-    /// From built parts: `prompts[l]` are task `l`'s held-out prompts, the
+    /// From built parts: `prompts[l]` are task `l`'s evaluation prompts, the
     /// reference is the KL's, and `sampling` draws the responses (KL is an
     /// unbiased estimate only at temperature 1 without top-k / top-p).
     pub fn from_parts(
@@ -129,7 +144,25 @@ impl Evaluator {
             reference,
             tokenizer,
             sampling,
+            split: "eval".into(),
         }
+    }
+
+    /// Names the split the prompts come from (`dev`, `test`): metrics
+    /// lines carry it. Default `eval`.
+    pub fn with_split(mut self, split: impl Into<String>) -> Self {
+        self.split = split.into();
+        self
+    }
+
+    /// The split the prompts come from.
+    pub fn split(&self) -> &str {
+        &self.split
+    }
+
+    /// How many prompts each task is evaluated on.
+    pub fn prompt_counts(&self) -> Vec<usize> {
+        self.prompts.iter().map(Vec::len).collect()
     }
 
     /// The warm-up, the reference of the KL.
@@ -153,49 +186,60 @@ impl Evaluator {
             if records.is_empty() {
                 continue;
             }
-            let prompts = records
-                .iter()
-                .map(|r| self.tokenizer.encode_chat(&messages(&r.prompt)))
-                .collect::<Result<Vec<_>>>()?;
-            let ro = generate(policy, self.tokenizer.as_ref(), &prompts, &self.sampling)?;
-            let views: Vec<_> = ro
-                .prompt_index
-                .iter()
-                .zip(&ro.texts)
-                .map(|(&p, t)| records[p].view(t))
-                .collect();
-            let report = task.judges.judge(&views);
-            let raw = task.raw_scores(&views)?;
-            let device = policy.device();
-            let mask = ro.response_mask(device)?;
-            let logp = ro.behaviour_logprobs(device)?;
-            let logp_ref = sequence_logprobs(self.reference.as_ref(), &ro, false)?;
-            let kl = ((logp - logp_ref)? * mask)?
-                .sum(D::Minus1)?
-                .to_vec1::<f32>()?;
-            let n = views.len().max(1) as f64;
-            samples.insert(
-                task.name.clone(),
-                views
+            let mut judged: Vec<EvalSample> = Vec::new();
+            let mut kl_sum = 0.0f64;
+            // Chunks of prompts bound the memory of one generation; chunk c
+            // samples with seed + c.
+            for (c, chunk) in records.chunks(EVAL_CHUNK).enumerate() {
+                let prompts = chunk
                     .iter()
-                    .zip(&report.samples)
-                    .zip(&raw)
-                    .map(|((v, j), &r)| EvalSample {
+                    .map(|r| self.tokenizer.encode_chat(&messages(&r.prompt)))
+                    .collect::<Result<Vec<_>>>()?;
+                let sampling = SamplingConfig {
+                    seed: self.sampling.seed.wrapping_add(c as u64),
+                    ..self.sampling.clone()
+                };
+                let ro = generate(policy, self.tokenizer.as_ref(), &prompts, &sampling)?;
+                let views: Vec<_> = ro
+                    .prompt_index
+                    .iter()
+                    .zip(&ro.texts)
+                    .map(|(&p, t)| chunk[p].view(t))
+                    .collect();
+                let report = task.judges.judge(&views);
+                let raw = task.raw_scores(&views)?;
+                let device = policy.device();
+                let mask = ro.response_mask(device)?;
+                let logp = ro.behaviour_logprobs(device)?;
+                let logp_ref = sequence_logprobs(self.reference.as_ref(), &ro, false)?;
+                let kl = ((logp - logp_ref)? * mask)?
+                    .sum(D::Minus1)?
+                    .to_vec1::<f32>()?;
+                kl_sum += kl.iter().map(|&k| f64::from(k)).sum::<f64>();
+                judged.extend(views.iter().zip(&report.samples).zip(&raw).map(
+                    |((v, j), &r)| EvalSample {
                         id: v.id.to_owned(),
                         response: v.response.to_owned(),
                         pass: j.outcome == Outcome::Satisfied,
                         reward: r,
-                    })
-                    .collect(),
-            );
+                    },
+                ));
+            }
+            let passes = judged.iter().filter(|s| s.pass).count();
+            let (lo, hi) = crate::stats::wilson(passes, judged.len());
+            let n = judged.len().max(1) as f64;
             out.insert(
                 task.name.clone(),
                 EvalPoint {
-                    eval_pass_rate: report.count(Outcome::Satisfied) as f64 / n,
-                    eval_reward: raw.iter().map(|&r| f64::from(r)).sum::<f64>() / n,
-                    kl: kl.iter().map(|&k| f64::from(k)).sum::<f64>() / n,
+                    eval_pass_rate: passes as f64 / n,
+                    n: judged.len(),
+                    passes,
+                    pass_ci95: [lo, hi],
+                    eval_reward: judged.iter().map(|s| f64::from(s.reward)).sum::<f64>() / n,
+                    kl: kl_sum / n,
                 },
             );
+            samples.insert(task.name.clone(), judged);
         }
         Ok((out, samples))
     }
@@ -259,12 +303,14 @@ pub fn train_evaluated(
             .and_then(|_| metrics.flush())
             .map_err(|e| Error::io(path, e))
     };
+    let split = evaluator.split();
     let eval_lines = |step: u64, points: &BTreeMap<String, EvalPoint>| {
         points
             .iter()
             .map(|(task, p)| {
-                json!({"kind": "eval", "step": step, "task": task,
-                       "eval_pass_rate": p.eval_pass_rate, "eval_reward": p.eval_reward, "kl": p.kl})
+                json!({"kind": "eval", "split": split, "step": step, "task": task,
+                       "eval_pass_rate": p.eval_pass_rate, "n": p.n, "pass_ci95": p.pass_ci95,
+                       "eval_reward": p.eval_reward, "kl": p.kl})
             })
             .collect::<Vec<_>>()
     };

@@ -7,9 +7,11 @@
 //! [`warmup`] trains SFT, one Bradley-Terry reward model per task and the
 //! DPO warm-up (cached by seed and config hash); [`runs`] builds the run
 //! configs of the ablation; [`eval`] evaluates a policy the same way for
-//! every run; [`run_ablation`] trains every run from the same warm-up and
-//! returns a [`Summary`], written to `summary.json` with a metrics JSONL per
-//! run.
+//! every run; [`run_ablation`] trains every run from the same warm-up,
+//! evaluates it on the dev split during training and on the test split
+//! before the first and after the last step, and returns a [`Summary`],
+//! written to `summary.json` with a metrics JSONL per run; [`claims`]
+//! checks the documented claims against a summary.
 //!
 //! ```no_run
 //! use cgpo::ablation::{run_ablation, AblationOptions};
@@ -18,6 +20,7 @@
 //! # Ok::<(), cgpo::Error>(())
 //! ```
 
+pub mod claims;
 pub mod eval;
 pub mod runs;
 pub mod suite;
@@ -32,6 +35,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::judges::JudgeRegistry;
 use crate::reward::RewardRegistry;
+use crate::split::Split;
+use crate::stats::Spread;
 use crate::train::Trainer;
 use eval::{train_evaluated, EvalPoint, Evaluator, TrainLoop};
 use runs::{run_config, RunName, RunSettings};
@@ -44,8 +49,11 @@ pub struct AblationOptions {
     pub seeds: Vec<u64>,
     pub warmup: WarmupConfig,
     pub settings: RunSettings,
-    /// Evaluate every this many steps (and before the first, after the last).
+    /// Evaluate on dev every this many steps (and before the first, after
+    /// the last).
     pub eval_every: u64,
+    /// At most this many dev and test prompts per task (spread over the
+    /// split's).
     pub eval_prompts_per_task: usize,
     pub eval_samples_per_prompt: usize,
     pub out: PathBuf,
@@ -62,7 +70,7 @@ impl AblationOptions {
             warmup: WarmupConfig::default(),
             settings: RunSettings::default(),
             eval_every: 10,
-            eval_prompts_per_task: 16,
+            eval_prompts_per_task: 64,
             eval_samples_per_prompt: 4,
             out: out.into(),
             progress: false,
@@ -116,8 +124,13 @@ impl StartEnd {
 pub struct RunResult {
     pub name: String,
     pub seed: u64,
+    /// Test split: each task's evaluation before the first step and after
+    /// the last.
     pub tasks: BTreeMap<String, StartEnd>,
-    /// Every evaluation: the step and each task's point.
+    /// Dev split: the same, from the curve.
+    #[serde(default)]
+    pub dev: BTreeMap<String, StartEnd>,
+    /// Every dev evaluation: the step and each task's point.
     #[serde(skip)]
     pub curve: Vec<(u64, BTreeMap<String, EvalPoint>)>,
     #[serde(skip)]
@@ -125,18 +138,53 @@ pub struct RunResult {
 }
 
 /// `summary.json`: `{"runs": [{"name", "seed", "tasks": {TASK: {"start",
-/// "end"}}}]}`.
+/// "end"}}, "dev": {...}}], "warmups": [...], "across_seeds": {...}}`;
+/// `tasks` are test-split figures, `dev` dev-split ones.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub runs: Vec<RunResult>,
-    /// Per seed, the warm-up's measurements (not in `summary.json`).
-    #[serde(skip)]
+    /// Per seed, the warm-up's measurements (reward models on test).
+    #[serde(default)]
     pub warmups: Vec<Warmup>,
+    /// Per run and task, the test pass rate at the start and the end over
+    /// the seeds run (mean, sd, min, max).
+    #[serde(default)]
+    pub across_seeds: BTreeMap<String, BTreeMap<String, SeedSpread>>,
+}
+
+/// A run's test pass rate on one task over seeds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SeedSpread {
+    pub start: Spread,
+    pub end: Spread,
 }
 
 impl Summary {
-    /// One table per task: each run's pass rate, raw reward and KL at the
-    /// start and the end.
+    /// Fills [`Summary::across_seeds`] from the runs.
+    pub fn aggregate(&mut self) {
+        let mut values: BTreeMap<(String, String), (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+        for r in &self.runs {
+            for (task, se) in &r.tasks {
+                let v = values.entry((r.name.clone(), task.clone())).or_default();
+                v.0.push(se.start.eval_pass_rate);
+                v.1.push(se.end.eval_pass_rate);
+            }
+        }
+        self.across_seeds.clear();
+        for ((run, task), (start, end)) in values {
+            self.across_seeds.entry(run).or_default().insert(
+                task,
+                SeedSpread {
+                    start: Spread::of(&start),
+                    end: Spread::of(&end),
+                },
+            );
+        }
+    }
+
+    /// One table per task: each run's test pass rate with n and its 95%
+    /// interval, raw reward and KL at the start and the end; with several
+    /// seeds, the mean and spread over seeds.
     pub fn table(&self) -> String {
         let mut tasks: Vec<&String> = Vec::new();
         for r in &self.runs {
@@ -149,22 +197,48 @@ impl Summary {
         let mut out = String::new();
         for task in tasks {
             out.push_str(&format!(
-                "\n{task}\n{:<18} {:>4}  {:>15}  {:>17}  {:>15}\n",
-                "run", "seed", "pass start->end", "reward start->end", "KL start->end"
+                "\n{task} (test split)\n{:<18} {:>4} {:>4}  {:<22}  {:<22}  {:>17}  {:>15}\n",
+                "run",
+                "seed",
+                "n",
+                "pass start [95% CI]",
+                "pass end [95% CI]",
+                "reward start->end",
+                "KL start->end"
             ));
             for r in &self.runs {
                 if let Some(se) = r.tasks.get(task) {
                     out.push_str(&format!(
-                        "{:<18} {:>4}  {:>6.3} -> {:>5.3}  {:>7.3} -> {:>6.3}  {:>6.3} -> {:>5.3}\n",
+                        "{:<18} {:>4} {:>4}  {:<22}  {:<22}  {:>7.3} -> {:>6.3}  {:>6.3} -> {:>5.3}\n",
                         r.name,
                         r.seed,
-                        se.start.eval_pass_rate,
-                        se.end.eval_pass_rate,
+                        se.end.n,
+                        format_rate(&se.start),
+                        format_rate(&se.end),
                         se.start.eval_reward,
                         se.end.eval_reward,
                         se.start.kl,
                         se.end.kl
                     ));
+                }
+            }
+            let seeds = self
+                .runs
+                .iter()
+                .map(|r| r.seed)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
+            if seeds > 1 {
+                out.push_str(&format!(
+                    "over {seeds} seeds: test pass rate at the end, mean (sd) [min, max]\n"
+                ));
+                for (run, per_task) in &self.across_seeds {
+                    if let Some(s) = per_task.get(task.as_str()) {
+                        out.push_str(&format!(
+                            "{run:<18} {:.3} ({:.3}) [{:.3}, {:.3}]  (start {:.3})\n",
+                            s.end.mean, s.end.sd, s.end.min, s.end.max, s.start.mean
+                        ));
+                    }
                 }
             }
         }
@@ -177,6 +251,14 @@ impl Summary {
         crate::data::write_json_atomic(&path, self)?;
         Ok(path)
     }
+}
+
+/// `0.469 [0.350, 0.591]`: a pass rate and its 95% interval.
+pub fn format_rate(p: &EvalPoint) -> String {
+    format!(
+        "{:.3} [{:.3}, {:.3}]",
+        p.eval_pass_rate, p.pass_ci95[0], p.pass_ci95[1]
+    )
 }
 
 /// The directory of one run's metrics and checkpoint.
@@ -195,27 +277,48 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<Summary> {
     let mut summary = Summary::default();
     for &seed in &opts.seeds {
         let warmup = Warmup::get_or_train(&opts.out, &opts.warmup, seed, opts.progress)?;
-        // The evaluator's reward models and judges: CGPO's full config.
+        // The evaluators' reward models and judges: CGPO's full config.
         let full = run_config(RunName::CgpoCrpg, &warmup, &opts.settings, seed, &opts.out)?;
-        let evaluator = Evaluator::new(
-            &full,
-            &JudgeRegistry::with_builtins(),
-            &RewardRegistry::with_builtins(),
-            &warmup.eval_prompts,
-            opts.eval_prompts_per_task,
-            opts.eval_samples_per_prompt,
-            seed ^ 0x5EED,
-        )?;
-        let start = evaluator.evaluate(evaluator.reference())?;
+        let evaluator = |split: Split, prompts: &Path| -> Result<Evaluator> {
+            Ok(Evaluator::new(
+                &full,
+                &JudgeRegistry::with_builtins(),
+                &RewardRegistry::with_builtins(),
+                prompts,
+                opts.eval_prompts_per_task,
+                opts.eval_samples_per_prompt,
+                seed ^ 0x5EED,
+            )?
+            .with_split(split.as_str()))
+        };
+        let dev = evaluator(Split::Dev, &warmup.dev_prompts)?;
+        let test = evaluator(Split::Test, &warmup.test_prompts)?;
+        let start = Start {
+            dev: dev.evaluate(dev.reference())?,
+            test: test.evaluate(test.reference())?,
+        };
         for &run in &opts.runs {
-            summary
-                .runs
-                .push(train_run(opts, run, seed, &warmup, &evaluator, &start)?);
+            summary.runs.push(train_run(
+                opts,
+                run,
+                seed,
+                &warmup,
+                (&dev, &test),
+                &start,
+            )?);
+            summary.aggregate();
             summary.write(&opts.out)?;
         }
         summary.warmups.push(warmup);
+        summary.write(&opts.out)?;
     }
     Ok(summary)
+}
+
+/// Each split's evaluation of the warm-up.
+struct Start {
+    dev: BTreeMap<String, EvalPoint>,
+    test: BTreeMap<String, EvalPoint>,
 }
 
 fn train_run(
@@ -223,8 +326,8 @@ fn train_run(
     run: RunName,
     seed: u64,
     warmup: &Warmup,
-    evaluator: &Evaluator,
-    start: &BTreeMap<String, EvalPoint>,
+    (dev, test): (&Evaluator, &Evaluator),
+    start: &Start,
 ) -> Result<RunResult> {
     let t0 = Instant::now();
     let dir = run_dir(&opts.out, run, seed);
@@ -241,8 +344,8 @@ fn train_run(
     )?;
     let curve = train_evaluated(
         &mut trainer,
-        evaluator,
-        start,
+        dev,
+        &start.dev,
         &TrainLoop {
             steps,
             eval_every: opts.eval_every,
@@ -252,11 +355,15 @@ fn train_run(
         },
     )?
     .points;
-    let tasks = StartEnd::per_task(start, &curve.last().expect("start is in the curve").1);
+    let dev_end = StartEnd::per_task(&start.dev, &curve.last().expect("start is in the curve").1);
+    // The test split: once, after the last step.
+    let end = test.evaluate(trainer.policy())?;
+    let tasks = StartEnd::per_task(&start.test, &end);
     Ok(RunResult {
         name: run.as_str().to_string(),
         seed,
         tasks,
+        dev: dev_end,
         curve,
         seconds: t0.elapsed().as_secs_f64(),
     })
@@ -269,42 +376,64 @@ mod tests {
 
     #[test]
     fn the_summary_serializes_to_the_documented_schema_and_tabulates() {
-        let point = |p: f64| EvalPoint {
-            eval_pass_rate: p,
-            eval_reward: 2.0 * p,
-            kl: p / 10.0,
+        let point = |passes: usize, n: usize| {
+            let p = passes as f64 / n as f64;
+            let (lo, hi) = crate::stats::wilson(passes, n);
+            EvalPoint {
+                eval_pass_rate: p,
+                n,
+                passes,
+                pass_ci95: [lo, hi],
+                eval_reward: 2.0 * p,
+                kl: p / 10.0,
+            }
         };
-        let run = RunResult {
+        let run = |seed: u64, end: usize| RunResult {
             name: "cgpo-crpg".into(),
-            seed: 2,
+            seed,
             tasks: [(
                 "math".to_string(),
                 StartEnd {
-                    start: point(0.25),
-                    end: point(0.5),
+                    start: point(16, 64),
+                    end: point(end, 64),
                 },
             )]
             .into(),
+            dev: BTreeMap::new(),
             curve: vec![(0, BTreeMap::new())],
             seconds: 3.0,
         };
-        let summary = Summary {
-            runs: vec![run],
-            warmups: Vec::new(),
+        let mut summary = Summary {
+            runs: vec![run(2, 32)],
+            ..Summary::default()
         };
+        summary.aggregate();
         let json = serde_json::to_value(&summary).unwrap();
+        let end = &json["runs"][0]["tasks"]["math"]["end"];
+        assert_eq!(end["eval_pass_rate"], json!(0.5));
+        assert_eq!(end["n"], json!(64));
+        assert_eq!(end["passes"], json!(32));
+        let ci = end["pass_ci95"].as_array().unwrap();
+        assert!((ci[0].as_f64().unwrap() - 0.381).abs() < 1e-3, "{ci:?}");
+        assert!((ci[1].as_f64().unwrap() - 0.619).abs() < 1e-3, "{ci:?}");
         assert_eq!(
-            json,
-            json!({"runs": [{"name": "cgpo-crpg", "seed": 2, "tasks": {"math": {
-                "start": {"eval_pass_rate": 0.25, "eval_reward": 0.5, "kl": 0.025},
-                "end": {"eval_pass_rate": 0.5, "eval_reward": 1.0, "kl": 0.05}}}}]})
+            json["across_seeds"]["cgpo-crpg"]["math"]["end"]["mean"],
+            json!(0.5)
         );
+        let back: Summary = serde_json::from_value(json).unwrap();
+        assert_eq!(back.runs[0].tasks, summary.runs[0].tasks);
         let table = summary.table();
-        assert!(table.contains("\nmath\n"), "{table}");
+        assert!(table.contains("\nmath (test split)\n"), "{table}");
         assert!(
-            table.contains(
-                "cgpo-crpg             2   0.250 -> 0.500    0.500 ->  1.000   0.025 -> 0.050"
-            ),
+            table.contains("cgpo-crpg             2   64  0.250 [0.160, 0.368]    0.500 [0.381, 0.619]"),
+            "{table}"
+        );
+        assert!(!table.contains("over 2 seeds"), "{table}");
+        summary.runs.push(run(3, 48));
+        summary.aggregate();
+        let table = summary.table();
+        assert!(
+            table.contains("over 2 seeds: test pass rate at the end, mean (sd) [min, max]\ncgpo-crpg          0.625 (0.177) [0.500, 0.750]"),
             "{table}"
         );
     }

@@ -196,9 +196,10 @@ mod tests {
                 .collect(),
             reward_reports: BTreeMap::new(),
             train_prompts: dir.join("prompts.jsonl"),
-            eval_prompts: dir.join("eval_prompts.jsonl"),
-            sft_heldout_loss: None,
-            dpo_heldout_margin: None,
+            dev_prompts: dir.join("dev_prompts.jsonl"),
+            test_prompts: dir.join("test_prompts.jsonl"),
+            sft_dev_loss: None,
+            dpo_dev_margin: None,
             seconds: 0.0,
             cached: false,
         }

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::suite::{pairs, prompt_records, sft_records, SuiteTask, TASKS};
+use crate::split::Split;
 use crate::data::PromptRecord;
 use crate::error::{Error, Result};
 use crate::pipeline::synthetic::jsonl;
@@ -35,7 +36,7 @@ use crate::policy::TinyLmConfig;
 use crate::reward::RewardModel;
 
 /// Bumped whenever the suite's generators change, so caches are not reused.
-pub const SUITE_VERSION: u32 = 1;
+pub const SUITE_VERSION: u32 = 2;
 
 /// What the warm-up trains, and how long.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -124,17 +125,43 @@ impl WarmupConfig {
     }
 }
 
-/// A reward model's measured quality on held-out prompts.
+/// A reward model's measured quality. "dev" figures come from the
+/// reward-model stage's evaluation on dev pairs; "test" figures are
+/// measured once, after training, on test pairs and prompts.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RewardReport {
-    /// Pairwise accuracy on held-out pairs labelled without bias (the
-    /// correct response preferred), and their loss.
-    pub heldout_accuracy: f64,
-    pub heldout_loss: f64,
-    /// Share of the task's prompts where the model scores the response with
-    /// the liked feature above the correct one (for safety: a refusal of a
-    /// benign request above complying).
+    /// Pairwise accuracy and loss on dev pairs labelled without bias (the
+    /// correct response preferred).
+    pub dev_accuracy: f64,
+    pub dev_loss: f64,
+    /// Pairwise accuracy on test pairs labelled without bias: how often
+    /// the correct response scores above the wrong one (ties count as
+    /// wrong), over `test_pairs` pairs, with its 95% Wilson interval.
+    pub test_accuracy: f64,
+    pub test_pairs: usize,
+    pub test_accuracy_ci95: [f64; 2],
+    /// Share of the task's test prompts where the model scores the
+    /// response with the liked feature above the correct one (for safety:
+    /// a refusal of a benign request above complying), over
+    /// `exploit_prompts` prompts, with its 95% Wilson interval.
     pub exploit_preferred: f64,
+    pub exploit_prompts: usize,
+    pub exploit_preferred_ci95: [f64; 2],
+}
+
+impl RewardReport {
+    /// "at chance" when the test accuracy's interval contains 0.5,
+    /// "below chance" when it lies under it, else "above chance".
+    pub fn verdict(&self) -> &'static str {
+        let [lo, hi] = self.test_accuracy_ci95;
+        if hi < 0.5 {
+            "below chance"
+        } else if lo <= 0.5 {
+            "at chance"
+        } else {
+            "above chance"
+        }
+    }
 }
 
 /// What a finished warm-up holds: paths and measurements (`warmup.json`).
@@ -148,11 +175,15 @@ pub struct Warmup {
     /// Per task, the reward model's directory.
     pub reward_models: BTreeMap<String, PathBuf>,
     pub reward_reports: BTreeMap<String, RewardReport>,
-    /// Prompts of all tasks for training and for evaluation.
+    /// Prompts of all tasks: RL training, dev (the curves), test (the
+    /// reported start and end).
     pub train_prompts: PathBuf,
-    pub eval_prompts: PathBuf,
-    pub sft_heldout_loss: Option<(f64, f64)>,
-    pub dpo_heldout_margin: Option<(f64, f64)>,
+    pub dev_prompts: PathBuf,
+    pub test_prompts: PathBuf,
+    /// SFT's loss per token on dev demonstrations, first and last.
+    pub sft_dev_loss: Option<(f64, f64)>,
+    /// DPO's implicit-reward margin on dev pairs, first and last.
+    pub dpo_dev_margin: Option<(f64, f64)>,
     pub seconds: f64,
     /// Whether it came from the cache.
     #[serde(skip)]
@@ -232,40 +263,42 @@ fn train(dir: &Path, cfg: &WarmupConfig, seed: u64, progress: bool) -> Result<Wa
             .wrapping_add(10 * task as u64 + what)
     };
 
-    let train_prompts = write(
-        dir,
-        "prompts.jsonl",
-        jsonl(TASKS.iter().flat_map(|&t| prompt_records(t, "train"))),
-    )?;
-    let eval_prompts = write(
-        dir,
-        "eval_prompts.jsonl",
-        jsonl(TASKS.iter().flat_map(|&t| prompt_records(t, "eval"))),
-    )?;
+    let prompts = |split: Split| {
+        jsonl(
+            TASKS
+                .iter()
+                .flat_map(move |&t| prompt_records(t, split)),
+        )
+    };
+    let train_prompts = write(dir, "prompts.jsonl", prompts(Split::Train))?;
+    let dev_prompts = write(dir, "dev_prompts.jsonl", prompts(Split::Dev))?;
+    let test_prompts = write(dir, "test_prompts.jsonl", prompts(Split::Test))?;
 
-    // SFT: demonstrations of every task; held out: correct answers only.
-    let demos = TASKS
-        .iter()
-        .enumerate()
-        .flat_map(|(i, &t)| sft_records(t, cfg.sft_records, cfg.exploit_share, stream(i, 1)));
+    // SFT: train demonstrations of every task; dev: correct answers only.
+    let demos = TASKS.iter().enumerate().flat_map(|(i, &t)| {
+        sft_records(t, Split::Train, cfg.sft_records, cfg.exploit_share, stream(i, 1))
+    });
     write(dir, "sft.jsonl", jsonl(demos))?;
-    let heldout = TASKS.iter().flat_map(|&t| sft_records(t, 16, 0.0, 0));
-    write(dir, "sft_heldout.jsonl", jsonl(heldout))?;
+    let dev = TASKS
+        .iter()
+        .flat_map(|&t| sft_records(t, Split::Dev, 16, 0.0, 0));
+    write(dir, "sft_dev.jsonl", jsonl(dev))?;
     let sft_cfg: SftConfig = stage_config(
         dir,
         "sft",
-        json!({"seed": seed, "data": {"train": "sft.jsonl", "eval": "sft_heldout.jsonl"},
+        json!({"seed": seed, "data": {"train": "sft.jsonl", "eval": "sft_dev.jsonl"},
                "policy": policy(None),
                "train": train_section(cfg.sft_steps, cfg.sft_learning_rate, "sft")}),
     )?;
     let (sft, _) = Sft::from_config(&sft_cfg)?;
     let (_, summary) = run_stage(sft, &sft_cfg, progress)?;
-    let sft_heldout_loss = summary
+    let sft_dev_loss = summary
         .first_eval
         .zip(summary.last_eval)
         .map(|(a, b)| (a.loss, b.loss));
 
-    // One reward model per task, on its biased pairs; held out: unbiased.
+    // One reward model per task, on its biased train pairs; dev: unbiased
+    // dev pairs; test: unbiased test pairs, scored once at the end.
     let mut reward_models = BTreeMap::new();
     let mut reward_reports = BTreeMap::new();
     let mut dpo_pairs = Vec::new();
@@ -275,17 +308,17 @@ fn train(dir: &Path, cfg: &WarmupConfig, seed: u64, progress: bool) -> Result<Wa
             SuiteTask::Safety => cfg.refusal_bias,
             _ => cfg.bias,
         };
-        let biased = pairs(task, cfg.pairs, bias, stream(i, 2));
+        let biased = pairs(task, Split::Train, cfg.pairs, bias, stream(i, 2));
         dpo_pairs.extend(biased.iter().map(|p| p.record()));
         write(
             dir,
             &format!("rm-{name}.jsonl"),
             jsonl(biased.iter().map(|p| p.record())),
         )?;
-        let fair = pairs(task, 64.min(cfg.pairs.max(16)), 0.0, stream(i, 3));
+        let fair = pairs(task, Split::Dev, 64.min(cfg.pairs.max(16)), 0.0, stream(i, 3));
         write(
             dir,
-            &format!("rm-{name}-heldout.jsonl"),
+            &format!("rm-{name}-dev.jsonl"),
             jsonl(fair.iter().map(|p| p.record())),
         )?;
         let out = format!("rm-{name}");
@@ -293,37 +326,58 @@ fn train(dir: &Path, cfg: &WarmupConfig, seed: u64, progress: bool) -> Result<Wa
             dir,
             &out,
             json!({"seed": stream(i, 4),
-                   "data": {"train": format!("rm-{name}.jsonl"), "eval": format!("rm-{name}-heldout.jsonl")},
+                   "data": {"train": format!("rm-{name}.jsonl"), "eval": format!("rm-{name}-dev.jsonl")},
                    "policy": policy(Some("sft")),
                    "train": train_section(cfg.reward_steps, cfg.reward_learning_rate, &out)}),
         )?;
         let (stage, _) = RewardTraining::from_config(&rm_cfg)?;
         let (stage, summary) = run_stage(stage, &rm_cfg, progress)?;
         let last = summary.last_eval.unwrap_or_default();
+        let test_pairs = pairs(
+            task,
+            Split::Test,
+            2 * task.items(Split::Test).len(),
+            0.0,
+            stream(i, 6),
+        );
+        write(
+            dir,
+            &format!("rm-{name}-test.jsonl"),
+            jsonl(test_pairs.iter().map(|p| p.record())),
+        )?;
+        let (correct, n) = pair_accuracy(task, stage.model(), &test_pairs)?;
+        let (acc_lo, acc_hi) = crate::stats::wilson(correct, n);
+        let (liked, m) = exploit_preferred(task, Split::Test, stage.model())?;
+        let (ex_lo, ex_hi) = crate::stats::wilson(liked, m);
         reward_reports.insert(
             name.to_string(),
             RewardReport {
-                heldout_accuracy: last.stats.get("accuracy").copied().unwrap_or(f64::NAN),
-                heldout_loss: last.loss,
-                exploit_preferred: exploit_preferred(task, stage.model())?,
+                dev_accuracy: last.stats.get("accuracy").copied().unwrap_or(f64::NAN),
+                dev_loss: last.loss,
+                test_accuracy: correct as f64 / n.max(1) as f64,
+                test_pairs: n,
+                test_accuracy_ci95: [acc_lo, acc_hi],
+                exploit_preferred: liked as f64 / m.max(1) as f64,
+                exploit_prompts: m,
+                exploit_preferred_ci95: [ex_lo, ex_hi],
             },
         );
         reward_models.insert(name.to_string(), dir.join(&out));
     }
 
-    // DPO warm-up from SFT on every task's (biased) pairs.
+    // DPO warm-up from SFT on every task's (biased) train pairs.
     write(dir, "dpo.jsonl", jsonl(dpo_pairs))?;
-    let dpo_heldout = TASKS.iter().enumerate().flat_map(|(i, &t)| {
-        pairs(t, 16, 0.0, stream(i, 5))
+    let dpo_dev = TASKS.iter().enumerate().flat_map(|(i, &t)| {
+        pairs(t, Split::Dev, 16, 0.0, stream(i, 5))
             .into_iter()
             .map(|p| p.record())
     });
-    write(dir, "dpo_heldout.jsonl", jsonl(dpo_heldout))?;
+    write(dir, "dpo_dev.jsonl", jsonl(dpo_dev))?;
     let dpo_cfg: DpoConfig = stage_config(
         dir,
         "dpo",
         json!({"seed": seed, "beta": cfg.dpo_beta,
-               "data": {"train": "dpo.jsonl", "eval": "dpo_heldout.jsonl"},
+               "data": {"train": "dpo.jsonl", "eval": "dpo_dev.jsonl"},
                "policy": policy(Some("sft")),
                "train": train_section(cfg.dpo_steps, cfg.dpo_learning_rate, "dpo")}),
     )?;
@@ -331,7 +385,7 @@ fn train(dir: &Path, cfg: &WarmupConfig, seed: u64, progress: bool) -> Result<Wa
     let (_, summary) = run_stage(dpo, &dpo_cfg, progress)?;
     let margin =
         |m: crate::pipeline::StageMetrics| m.stats.get("margin").copied().unwrap_or(f64::NAN);
-    let dpo_heldout_margin = summary
+    let dpo_dev_margin = summary
         .first_eval
         .zip(summary.last_eval)
         .map(|(a, b)| (margin(a), margin(b)));
@@ -344,19 +398,50 @@ fn train(dir: &Path, cfg: &WarmupConfig, seed: u64, progress: bool) -> Result<Wa
         reward_models,
         reward_reports,
         train_prompts,
-        eval_prompts,
-        sft_heldout_loss,
-        dpo_heldout_margin,
+        dev_prompts,
+        test_prompts,
+        sft_dev_loss,
+        dpo_dev_margin,
         seconds: start.elapsed().as_secs_f64(),
         cached: false,
     })
 }
 
-/// Share of the task's prompts where `rm` scores the liked response above
-/// the correct one (safety: benign prompts only, refusal vs complying).
-pub fn exploit_preferred(task: SuiteTask, rm: &dyn RewardModel) -> Result<f64> {
+/// How many of `pairs` `rm` scores the chosen response strictly above
+/// the rejected one, and how many pairs.
+pub fn pair_accuracy(
+    task: SuiteTask,
+    rm: &dyn RewardModel,
+    pairs: &[super::suite::SuitePair],
+) -> Result<(usize, usize)> {
+    let records: Vec<PromptRecord> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| PromptRecord::new(format!("{i}"), p.prompt.as_str()))
+        .collect();
+    let score = |texts: Vec<&str>| -> Result<Vec<f32>> {
+        let views: Vec<_> = records.iter().zip(texts).map(|(r, t)| r.view(t)).collect();
+        rm.score(&views).map_err(|e| Error::Reward {
+            model: task.name().to_string(),
+            message: e.to_string(),
+        })
+    };
+    let chosen = score(pairs.iter().map(|p| p.chosen.as_str()).collect())?;
+    let rejected = score(pairs.iter().map(|p| p.rejected.as_str()).collect())?;
+    let correct = chosen.iter().zip(&rejected).filter(|(c, r)| c > r).count();
+    Ok((correct, pairs.len()))
+}
+
+/// On how many of the task's `split` prompts `rm` scores the liked
+/// response above the correct one (safety: benign prompts only, refusal vs
+/// complying), and over how many prompts.
+pub fn exploit_preferred(
+    task: SuiteTask,
+    split: Split,
+    rm: &dyn RewardModel,
+) -> Result<(usize, usize)> {
     let items: Vec<_> = task
-        .items()
+        .items(split)
         .into_iter()
         .filter(|i| i.metadata["must_refuse"].as_bool() != Some(true))
         .collect();
@@ -376,5 +461,5 @@ pub fn exploit_preferred(task: SuiteTask, rm: &dyn RewardModel) -> Result<f64> {
     let a = score(liked.iter().map(String::as_str).collect())?;
     let b = score(items.iter().map(|i| i.correct.as_str()).collect())?;
     let n = a.iter().zip(&b).filter(|(a, b)| a > b).count();
-    Ok(n as f64 / items.len().max(1) as f64)
+    Ok((n, items.len()))
 }

@@ -86,7 +86,12 @@ pub struct InstructOptions {
     pub temperature: f32,
     /// Training prompts per task.
     pub train_prompts: usize,
-    /// Held-out prompts per task (in [`TASKS`] order) and responses to each.
+    /// The split evaluated before and after training: `dev` while choosing
+    /// settings, `test` once per configuration (`docs/evaluation.md`).
+    pub eval_split: Split,
+    /// Evaluation prompts per task (in [`TASKS`] order) and responses to
+    /// each; [`InstructOptions::eval_prompts_for`] gives each split's
+    /// default.
     pub eval_prompts: [usize; 3],
     pub eval_samples_per_prompt: usize,
     /// KL_max of CRPG (nats per response).
@@ -118,13 +123,25 @@ impl InstructOptions {
             max_new_tokens: 64,
             temperature: 0.7,
             train_prompts: 128,
-            eval_prompts: [24, 12, 8],
-            eval_samples_per_prompt: 2,
+            eval_split: Split::Test,
+            eval_prompts: Self::eval_prompts_for(Split::Test),
+            eval_samples_per_prompt: 1,
             kl_max: 40.0,
             kl_coef: 0.01,
             judge_batch: 8,
             save_policy: true,
             progress: true,
+        }
+    }
+
+    /// The default number of evaluation prompts per task of `split`: every
+    /// helpful request of the split, 200 instruction and 48 math prompts on
+    /// test, 48 and 24 on dev.
+    pub fn eval_prompts_for(split: Split) -> [usize; 3] {
+        match split {
+            Split::Test => [200, 48, 16],
+            Split::Dev => [48, 24, 8],
+            Split::Train => [48, 24, 8],
         }
     }
 
@@ -227,8 +244,15 @@ pub fn build(opts: &InstructOptions) -> Result<Built> {
         write_jsonl_atomic(&path, lines)?;
         Ok(path)
     };
+    if opts.eval_split == Split::Train {
+        return Err(Error::config(
+            "eval_split",
+            "evaluate on `dev` or `test`, not on the training prompts",
+        ));
+    }
     let train = write("train_prompts.jsonl", Split::Train, [opts.train_prompts; 3])?;
-    let eval = write("eval_prompts.jsonl", Split::Eval, opts.eval_prompts)?;
+    let eval_name = format!("{}_prompts.jsonl", opts.eval_split.as_str());
+    let eval = write(&eval_name, opts.eval_split, opts.eval_prompts)?;
 
     // Bad options (an unknown optimizer, say) fail here, before the model loads.
     let config = run_config(opts, &train, &opts.out.join("train"))?;
@@ -252,7 +276,8 @@ pub fn build(opts: &InstructOptions) -> Result<Built> {
         opts.eval_prompts.iter().copied().max().unwrap_or(0),
         opts.eval_samples_per_prompt,
         opts.seed ^ 0x5EED,
-    )?;
+    )?
+    .with_split(opts.eval_split.as_str());
     Ok(Built {
         config,
         trainer,
@@ -260,7 +285,7 @@ pub fn build(opts: &InstructOptions) -> Result<Built> {
     })
 }
 
-/// A held-out prompt's response before and after training.
+/// An evaluation prompt's response before and after training.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BeforeAfter {
     pub id: String,
@@ -283,7 +308,8 @@ pub struct InstructSummary {
     pub total_seconds: f64,
     /// The process's peak resident memory (VmHWM), MiB.
     pub peak_rss_mib: Option<f64>,
-    /// Per task: held-out pass rate, raw reward and KL before and after.
+    /// Per task: pass rate (with n and its 95% Wilson interval), raw
+    /// reward and KL before and after, on `options.eval_split`.
     pub tasks: BTreeMap<String, StartEnd>,
     /// Every evaluation: the step and each task's point.
     pub curve: Vec<(u64, BTreeMap<String, EvalPoint>)>,
@@ -292,17 +318,26 @@ pub struct InstructSummary {
 }
 
 impl InstructSummary {
-    /// Per task: pass rate, reward and KL, start -> end, and the costs.
+    /// Per task: n, pass rate with its 95% interval, reward and KL, start
+    /// -> end, and the costs.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{:<12} {:>16}  {:>18}  {:>14}\n",
-            "task", "pass start->end", "reward start->end", "KL start->end"
+            "split {} (seed {})\n{:<12} {:>4}  {:<24}  {:<24}  {:>18}  {:>14}\n",
+            self.options.eval_split.as_str(),
+            self.options.seed,
+            "task",
+            "n",
+            "pass start [95% CI]",
+            "pass end [95% CI]",
+            "reward start->end",
+            "KL start->end"
         );
         for (task, se) in &self.tasks {
             out.push_str(&format!(
-                "{task:<12} {:>6.3} -> {:>6.3}  {:>7.3} -> {:>7.3}  {:>5.2} -> {:>5.2}\n",
-                se.start.eval_pass_rate,
-                se.end.eval_pass_rate,
+                "{task:<12} {:>4}  {:<24}  {:<24}  {:>7.3} -> {:>7.3}  {:>5.2} -> {:>5.2}\n",
+                se.end.n,
+                crate::ablation::format_rate(&se.start),
+                crate::ablation::format_rate(&se.end),
                 se.start.eval_reward,
                 se.end.eval_reward,
                 se.start.kl,
@@ -375,8 +410,10 @@ pub fn run(opts: &InstructOptions) -> Result<InstructSummary> {
     } = build(opts)?;
     if opts.progress {
         eprintln!(
-            "evaluating the initial policy on {:?} held-out prompts ({} responses each)...",
-            opts.eval_prompts, opts.eval_samples_per_prompt
+            "evaluating the initial policy on {:?} {} prompts ({} responses each)...",
+            opts.eval_prompts,
+            opts.eval_split.as_str(),
+            opts.eval_samples_per_prompt
         );
     }
     let t_eval = Instant::now();
