@@ -1,7 +1,7 @@
 //! CGPO on SmolLM2-135M-Instruct, end to end on the CPU: three tasks of
 //! generated prompts (IFEval-style instructions, arithmetic word problems,
 //! harmless requests that must not be refused), each with its judges, the
-//! model's own LLM-judge reward, held-out evaluation before and after.
+//! model's own LLM-judge reward, evaluation on the test split (or dev) before and after.
 //! See `docs/smollm2.md` and [`cgpo::instruct`].
 //!
 //! ```text
@@ -15,7 +15,7 @@ use cgpo::instruct::{run, InstructOptions};
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(about = "CGPO on SmolLM2-135M-Instruct: three tasks, judges, held-out before/after")]
+#[command(about = "CGPO on SmolLM2-135M-Instruct: three tasks, judges, test split before/after")]
 struct Args {
     /// The GGUF file (default: where scripts/fetch-smollm2.sh caches it).
     #[arg(long)]

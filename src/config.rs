@@ -240,9 +240,9 @@ pub struct TrainConfig {
     /// Rollout sampling; `seed` and `samples_per_prompt` are set per step
     /// and task (from the run's seed and the task's K).
     pub sampling: SamplingConfig,
-    /// Evaluate on the held-out prompts every this many steps (0 = never).
+    /// Evaluate on the evaluation prompts every this many steps (0 = never).
     pub eval_every: u64,
-    /// Held-out prompts per task and evaluation.
+    /// Evaluation prompts per task and evaluation.
     pub eval_prompts: usize,
     /// Greedy (true) or sampled evaluation.
     pub eval_greedy: bool,

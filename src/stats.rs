@@ -83,13 +83,19 @@ mod tests {
     fn wilson_matches_published_values_and_stays_in_the_unit_interval() {
         // Newcombe (1998), table I: 81/263 -> 0.2553 to 0.3662.
         let (lo, hi) = wilson(81, 263);
-        assert!((lo - 0.2553).abs() < 1e-4 && (hi - 0.3662).abs() < 1e-4, "{lo} {hi}");
+        assert!(
+            (lo - 0.2553).abs() < 1e-4 && (hi - 0.3662).abs() < 1e-4,
+            "{lo} {hi}"
+        );
         // 0/10 and 10/10: one-sided, never outside [0, 1].
         let (lo, hi) = wilson(0, 10);
         assert_eq!(lo, 0.0);
         assert!((hi - 0.2775).abs() < 1e-4, "{hi}");
         let (lo, hi) = wilson(10, 10);
-        assert!((lo - 0.7225).abs() < 1e-4 && (hi - 1.0).abs() < 1e-12, "{lo} {hi}");
+        assert!(
+            (lo - 0.7225).abs() < 1e-4 && (hi - 1.0).abs() < 1e-12,
+            "{lo} {hi}"
+        );
         for n in 1..40 {
             for k in 0..=n {
                 let (lo, hi) = wilson(k, n);

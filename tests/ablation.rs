@@ -7,9 +7,9 @@
 //! an ignored test (about 10 minutes in release mode on 2 cores):
 //! `cargo test --release --test ablation -- --ignored`.
 
+use cgpo::ablation::claims::check;
 use cgpo::ablation::runs::RunName;
 use cgpo::ablation::suite::TASKS;
-use cgpo::ablation::claims::check;
 use cgpo::ablation::{run_ablation, run_dir, AblationOptions};
 use serde_json::Value;
 
@@ -23,7 +23,8 @@ fn quick_ablation_writes_the_summary_and_trains_every_run() {
     let text = std::fs::read_to_string(dir.path().join("summary.json")).unwrap();
     let json: Value = serde_json::from_str(&text).unwrap();
     let top: Vec<&String> = json.as_object().unwrap().keys().collect();
-    assert_eq!(top, ["across_seeds", "runs", "warmups"]);
+    assert_eq!(top, ["across_seeds", "runs", "split", "warmups"]);
+    assert_eq!(json["split"], "test");
     let reports = json["warmups"][0]["reward_reports"].as_object().unwrap();
     assert_eq!(reports.len(), TASKS.len());
     for (task, r) in reports {
@@ -55,7 +56,14 @@ fn quick_ablation_writes_the_summary_and_trains_every_run() {
                 keys.sort_unstable();
                 assert_eq!(
                     keys,
-                    ["eval_pass_rate", "eval_reward", "kl", "n", "pass_ci95", "passes"],
+                    [
+                        "eval_pass_rate",
+                        "eval_reward",
+                        "kl",
+                        "n",
+                        "pass_ci95",
+                        "passes"
+                    ],
                     "{task}"
                 );
                 let rate = p["eval_pass_rate"].as_f64().unwrap();

@@ -136,7 +136,7 @@ fn the_four_stages_run_from_the_bundled_configs() {
         ],
     );
     assert!(
-        out.contains("2 steps; metrics:") && out.contains("held-out at step 0"),
+        out.contains("2 steps; metrics:") && out.contains("eval at step 0"),
         "{out}"
     );
     let m = metrics(runs.join("sft/metrics.jsonl"));

@@ -58,7 +58,10 @@ impl Seen {
             for b in Split::ALL.into_iter().filter(|&b| b > a) {
                 let (pa, pb) = (&self.prompts[&a], &self.prompts[&b]);
                 let shared: Vec<_> = pa.intersection(pb).take(5).collect();
-                assert!(shared.is_empty(), "{a:?} and {b:?} share prompts {shared:?}");
+                assert!(
+                    shared.is_empty(),
+                    "{a:?} and {b:?} share prompts {shared:?}"
+                );
                 if let (Some(x), Some(y)) = (self.pairs.get(&a), self.pairs.get(&b)) {
                     let shared: Vec<_> = x.intersection(y).take(5).collect();
                     assert!(shared.is_empty(), "{a:?} and {b:?} share pairs {shared:?}");
@@ -100,7 +103,12 @@ fn every_file_of_the_ablation_warmup_is_in_one_split_and_splits_are_disjoint() {
     for f in ["prompts.jsonl", "sft.jsonl", "dpo.jsonl", "rm-math.jsonl"] {
         assert!(train.contains(f), "{train:?}");
     }
-    for f in ["dev_prompts.jsonl", "sft_dev.jsonl", "dpo_dev.jsonl", "rm-chat-dev.jsonl"] {
+    for f in [
+        "dev_prompts.jsonl",
+        "sft_dev.jsonl",
+        "dpo_dev.jsonl",
+        "rm-chat-dev.jsonl",
+    ] {
         assert!(dev.contains(f), "{dev:?}");
     }
     for f in ["test_prompts.jsonl", "rm-safety-test.jsonl"] {
@@ -169,7 +177,10 @@ fn smollm2_splits_share_no_prompt_template_phrasing_keyword_or_topic() {
         for b in Split::ALL.into_iter().filter(|&b| b != a) {
             for ((name, x), (_, y)) in vocab[&a].sets.iter().zip(&vocab[&b].sets) {
                 let shared: Vec<_> = x.intersection(y).collect();
-                assert!(shared.is_empty(), "{name}: {a:?} and {b:?} share {shared:?}");
+                assert!(
+                    shared.is_empty(),
+                    "{name}: {a:?} and {b:?} share {shared:?}"
+                );
                 if [
                     "topics",
                     "keywords",

@@ -46,9 +46,14 @@ struct Args {
     /// Output directory (default: runs/ablation, runs/ablation-quick).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Check the documented claims on the test split; exit 1 if one fails.
+    /// Check the documented claims on the reported split; exit 1 if one
+    /// fails.
     #[arg(long)]
     check: bool,
+    /// The split the tables report: test (default), or dev, which never
+    /// scores the test prompts (for choosing settings; docs/evaluation.md).
+    #[arg(long, default_value = "test")]
+    split: String,
 }
 
 fn usage(key: &str, message: &str) -> cgpo::Error {
@@ -89,6 +94,8 @@ fn options(args: &Args) -> Result<AblationOptions, cgpo::Error> {
         opts.settings.steps = steps;
     }
     opts.progress = true;
+    opts.report_split = cgpo::split::Split::parse_eval(&args.split)
+        .ok_or_else(|| usage("--split", "must be dev or test"))?;
     Ok(opts)
 }
 
@@ -102,18 +109,25 @@ fn report(summary: &Summary, opts: &AblationOptions, seconds: f64) {
             w.dir.display()
         );
         for (task, r) in &w.reward_reports {
-            println!(
-                "  reward model {task:<7} test accuracy {:.3} [{:.3}, {:.3}] (n = {} pairs, {}), prefers the liked response on {:.3} [{:.3}, {:.3}] of {} test prompts",
-                r.test_accuracy,
-                r.test_accuracy_ci95[0],
-                r.test_accuracy_ci95[1],
-                r.test_pairs,
-                r.verdict(),
-                r.exploit_preferred,
-                r.exploit_preferred_ci95[0],
-                r.exploit_preferred_ci95[1],
-                r.exploit_prompts
-            );
+            if summary.split == "test" {
+                println!(
+                    "  reward model {task:<7} test accuracy {:.3} [{:.3}, {:.3}] (n = {} pairs, {}), prefers the liked response on {:.3} [{:.3}, {:.3}] of {} test prompts",
+                    r.test_accuracy,
+                    r.test_accuracy_ci95[0],
+                    r.test_accuracy_ci95[1],
+                    r.test_pairs,
+                    r.verdict(),
+                    r.exploit_preferred,
+                    r.exploit_preferred_ci95[0],
+                    r.exploit_preferred_ci95[1],
+                    r.exploit_prompts
+                );
+            } else {
+                println!(
+                    "  reward model {task:<7} dev accuracy {:.3} (test figures not shown with --split dev)",
+                    r.dev_accuracy
+                );
+            }
         }
     }
     print!("{}", summary.table());
@@ -153,7 +167,7 @@ fn main() -> ExitCode {
     report(&summary, &opts, t0.elapsed().as_secs_f64());
     if args.check {
         let checks = cgpo::ablation::claims::check(&summary);
-        println!("\nclaims (test split):");
+        println!("\nclaims ({} split):", summary.split);
         for c in &checks {
             println!("{c}");
         }

@@ -209,7 +209,10 @@ mod tests {
         let checks = check(&hacked);
         assert_eq!(checks.len(), 2, "{checks:?}");
         assert!(checks.iter().all(|c| c.holds), "{checks:?}");
-        assert!(checks[1].detail.contains("intervals disjoint"), "{checks:?}");
+        assert!(
+            checks[1].detail.contains("intervals disjoint"),
+            "{checks:?}"
+        );
 
         // The same fall with the reward down is not a hack.
         let honest = summary(vec![
@@ -237,7 +240,9 @@ mod tests {
         ]));
         assert!(checks[0].holds);
         assert!(!checks[1].holds, "{checks:?}");
-        assert!(checks[1].to_string().starts_with("[FAILS] seed 0: cgpo-crpg beats"));
+        assert!(checks[1]
+            .to_string()
+            .starts_with("[FAILS] seed 0: cgpo-crpg beats"));
         let missing = check(&summary(vec![run("cgpo-crpg", 35, 1.5)]));
         assert!(!missing[0].holds);
     }

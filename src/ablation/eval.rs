@@ -216,14 +216,18 @@ impl Evaluator {
                     .sum(D::Minus1)?
                     .to_vec1::<f32>()?;
                 kl_sum += kl.iter().map(|&k| f64::from(k)).sum::<f64>();
-                judged.extend(views.iter().zip(&report.samples).zip(&raw).map(
-                    |((v, j), &r)| EvalSample {
-                        id: v.id.to_owned(),
-                        response: v.response.to_owned(),
-                        pass: j.outcome == Outcome::Satisfied,
-                        reward: r,
-                    },
-                ));
+                judged.extend(
+                    views
+                        .iter()
+                        .zip(&report.samples)
+                        .zip(&raw)
+                        .map(|((v, j), &r)| EvalSample {
+                            id: v.id.to_owned(),
+                            response: v.response.to_owned(),
+                            pass: j.outcome == Outcome::Satisfied,
+                            reward: r,
+                        }),
+                );
             }
             let passes = judged.iter().filter(|s| s.pass).count();
             let (lo, hi) = crate::stats::wilson(passes, judged.len());

@@ -59,6 +59,10 @@ pub struct AblationOptions {
     pub out: PathBuf,
     /// Progress bars on stderr.
     pub progress: bool,
+    /// The split the summary reports: `Test` (the default) scores the test
+    /// prompts before the first and after the last step; `Dev` never
+    /// touches them (for choosing settings, `docs/evaluation.md`).
+    pub report_split: Split,
 }
 
 impl AblationOptions {
@@ -74,6 +78,7 @@ impl AblationOptions {
             eval_samples_per_prompt: 4,
             out: out.into(),
             progress: false,
+            report_split: Split::Test,
         }
     }
 
@@ -142,6 +147,10 @@ pub struct RunResult {
 /// `tasks` are test-split figures, `dev` dev-split ones.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
+    /// The split of every run's `tasks`: `test`, or `dev` when the test
+    /// split was not scored.
+    #[serde(default)]
+    pub split: String,
     pub runs: Vec<RunResult>,
     /// Per seed, the warm-up's measurements (reward models on test).
     #[serde(default)]
@@ -197,7 +206,8 @@ impl Summary {
         let mut out = String::new();
         for task in tasks {
             out.push_str(&format!(
-                "\n{task} (test split)\n{:<18} {:>4} {:>4}  {:<22}  {:<22}  {:>17}  {:>15}\n",
+                "\n{task} ({} split)\n{:<18} {:>4} {:>4}  {:<22}  {:<22}  {:>17}  {:>15}\n",
+                self.split,
                 "run",
                 "seed",
                 "n",
@@ -230,7 +240,8 @@ impl Summary {
                 .len();
             if seeds > 1 {
                 out.push_str(&format!(
-                    "over {seeds} seeds: test pass rate at the end, mean (sd) [min, max]\n"
+                    "over {seeds} seeds: {} pass rate at the end, mean (sd) [min, max]\n",
+                    self.split
                 ));
                 for (run, per_task) in &self.across_seeds {
                     if let Some(s) = per_task.get(task.as_str()) {
@@ -274,7 +285,10 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<Summary> {
         return Err(Error::config("--runs/--seeds", "nothing to run"));
     }
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
-    let mut summary = Summary::default();
+    let mut summary = Summary {
+        split: opts.report_split.as_str().into(),
+        ..Summary::default()
+    };
     for &seed in &opts.seeds {
         let warmup = Warmup::get_or_train(&opts.out, &opts.warmup, seed, opts.progress)?;
         // The evaluators' reward models and judges: CGPO's full config.
@@ -292,10 +306,16 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<Summary> {
             .with_split(split.as_str()))
         };
         let dev = evaluator(Split::Dev, &warmup.dev_prompts)?;
-        let test = evaluator(Split::Test, &warmup.test_prompts)?;
+        let test = match opts.report_split {
+            Split::Test => Some(evaluator(Split::Test, &warmup.test_prompts)?),
+            _ => None,
+        };
         let start = Start {
             dev: dev.evaluate(dev.reference())?,
-            test: test.evaluate(test.reference())?,
+            test: match &test {
+                Some(t) => Some(t.evaluate(t.reference())?),
+                None => None,
+            },
         };
         for &run in &opts.runs {
             summary.runs.push(train_run(
@@ -303,7 +323,7 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<Summary> {
                 run,
                 seed,
                 &warmup,
-                (&dev, &test),
+                (&dev, test.as_ref()),
                 &start,
             )?);
             summary.aggregate();
@@ -318,7 +338,8 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<Summary> {
 /// Each split's evaluation of the warm-up.
 struct Start {
     dev: BTreeMap<String, EvalPoint>,
-    test: BTreeMap<String, EvalPoint>,
+    /// `None` when the test split is not scored.
+    test: Option<BTreeMap<String, EvalPoint>>,
 }
 
 fn train_run(
@@ -326,7 +347,7 @@ fn train_run(
     run: RunName,
     seed: u64,
     warmup: &Warmup,
-    (dev, test): (&Evaluator, &Evaluator),
+    (dev, test): (&Evaluator, Option<&Evaluator>),
     start: &Start,
 ) -> Result<RunResult> {
     let t0 = Instant::now();
@@ -357,8 +378,12 @@ fn train_run(
     .points;
     let dev_end = StartEnd::per_task(&start.dev, &curve.last().expect("start is in the curve").1);
     // The test split: once, after the last step.
-    let end = test.evaluate(trainer.policy())?;
-    let tasks = StartEnd::per_task(&start.test, &end);
+    let tasks = match (test, &start.test) {
+        (Some(test), Some(test_start)) => {
+            StartEnd::per_task(test_start, &test.evaluate(trainer.policy())?)
+        }
+        _ => dev_end.clone(),
+    };
     Ok(RunResult {
         name: run.as_str().to_string(),
         seed,
@@ -425,7 +450,9 @@ mod tests {
         let table = summary.table();
         assert!(table.contains("\nmath (test split)\n"), "{table}");
         assert!(
-            table.contains("cgpo-crpg             2   64  0.250 [0.160, 0.368]    0.500 [0.381, 0.619]"),
+            table.contains(
+                "cgpo-crpg             2   64  0.250 [0.160, 0.368]    0.500 [0.381, 0.619]"
+            ),
             "{table}"
         );
         assert!(!table.contains("over 2 seeds"), "{table}");

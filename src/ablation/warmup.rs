@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::suite::{pairs, prompt_records, sft_records, SuiteTask, TASKS};
-use crate::split::Split;
 use crate::data::PromptRecord;
 use crate::error::{Error, Result};
 use crate::pipeline::synthetic::jsonl;
@@ -34,9 +33,10 @@ use crate::pipeline::{
 };
 use crate::policy::TinyLmConfig;
 use crate::reward::RewardModel;
+use crate::split::Split;
 
 /// Bumped whenever the suite's generators change, so caches are not reused.
-pub const SUITE_VERSION: u32 = 2;
+pub const SUITE_VERSION: u32 = 3;
 
 /// What the warm-up trains, and how long.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -68,16 +68,16 @@ impl Default for WarmupConfig {
     fn default() -> Self {
         Self {
             model: TinyLmConfig {
-                hidden_size: 32,
-                intermediate_size: 64,
+                hidden_size: 64,
+                intermediate_size: 128,
                 layers: 2,
-                heads: 2,
-                kv_heads: 1,
+                heads: 4,
+                kv_heads: 2,
                 context_len: 128,
             },
-            sft_records: 200,
+            sft_records: 400,
             exploit_share: 0.25,
-            sft_steps: 400,
+            sft_steps: 800,
             sft_learning_rate: 1e-2,
             pairs: 400,
             bias: 0.4,
@@ -263,20 +263,20 @@ fn train(dir: &Path, cfg: &WarmupConfig, seed: u64, progress: bool) -> Result<Wa
             .wrapping_add(10 * task as u64 + what)
     };
 
-    let prompts = |split: Split| {
-        jsonl(
-            TASKS
-                .iter()
-                .flat_map(move |&t| prompt_records(t, split)),
-        )
-    };
+    let prompts = |split: Split| jsonl(TASKS.iter().flat_map(move |&t| prompt_records(t, split)));
     let train_prompts = write(dir, "prompts.jsonl", prompts(Split::Train))?;
     let dev_prompts = write(dir, "dev_prompts.jsonl", prompts(Split::Dev))?;
     let test_prompts = write(dir, "test_prompts.jsonl", prompts(Split::Test))?;
 
     // SFT: train demonstrations of every task; dev: correct answers only.
     let demos = TASKS.iter().enumerate().flat_map(|(i, &t)| {
-        sft_records(t, Split::Train, cfg.sft_records, cfg.exploit_share, stream(i, 1))
+        sft_records(
+            t,
+            Split::Train,
+            cfg.sft_records,
+            cfg.exploit_share,
+            stream(i, 1),
+        )
     });
     write(dir, "sft.jsonl", jsonl(demos))?;
     let dev = TASKS
@@ -315,7 +315,13 @@ fn train(dir: &Path, cfg: &WarmupConfig, seed: u64, progress: bool) -> Result<Wa
             &format!("rm-{name}.jsonl"),
             jsonl(biased.iter().map(|p| p.record())),
         )?;
-        let fair = pairs(task, Split::Dev, 64.min(cfg.pairs.max(16)), 0.0, stream(i, 3));
+        let fair = pairs(
+            task,
+            Split::Dev,
+            64.min(cfg.pairs.max(16)),
+            0.0,
+            stream(i, 3),
+        );
         write(
             dir,
             &format!("rm-{name}-dev.jsonl"),

@@ -1,7 +1,7 @@
 //! CGPO on a real instruction-tuned chat model (SmolLM2-135M-Instruct from
 //! `scripts/fetch-smollm2.sh`, or any Llama-family GGUF with a chat
 //! template): three tasks of generated prompts ([`prompts`]), each with its
-//! own judges, one LLM-judge reward model, held-out evaluation before and
+//! own judges, one LLM-judge reward model, evaluation on the dev or test split before and
 //! after, and a [`InstructSummary`] with pass rates, KL, seconds per step
 //! and peak memory. `examples/smollm2.rs` drives it; `docs/smollm2.md` has
 //! the results.
@@ -68,7 +68,7 @@ pub struct InstructOptions {
     pub out: PathBuf,
     pub seed: u64,
     pub steps: u64,
-    /// Evaluate on the held-out prompts every this many steps (and at the
+    /// Evaluate on the `eval_split` prompts every this many steps (and at the
     /// end).
     pub eval_every: u64,
     pub learning_rate: f64,

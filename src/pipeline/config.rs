@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 pub struct StageData {
     /// Training records (JSONL).
     pub train: PathBuf,
-    /// Held-out records (JSONL), evaluated before, during and after training.
+    /// Evaluation records (JSONL, never trained on), evaluated before, during and after training.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<PathBuf>,
     /// The longest record (prompt + response tokens); default: the model's
@@ -68,7 +68,7 @@ pub struct StageTrain {
     /// Evaluate on `data.eval` every this many steps; it is always
     /// evaluated before the first step and after the last.
     pub eval_every: u64,
-    /// Held-out records per evaluation (the first ones).
+    /// Evaluation records per evaluation (the first ones).
     pub eval_examples: usize,
     /// Write a checkpoint every this many steps (0 = only at the end).
     pub checkpoint_every: u64,

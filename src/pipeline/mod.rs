@@ -21,7 +21,7 @@
 //! let (seed, _, _, train) = config.sections();
 //! let mut runner = StageRunner::new(sft, train, seed, serde_json::to_value(&config).unwrap())?;
 //! let summary = runner.run()?;
-//! println!("held-out loss {:?} -> {:?}", summary.first_eval.map(|m| m.loss), summary.last_eval.map(|m| m.loss));
+//! println!("eval loss {:?} -> {:?}", summary.first_eval.map(|m| m.loss), summary.last_eval.map(|m| m.loss));
 //! # Ok::<(), cgpo::Error>(())
 //! ```
 

@@ -4,7 +4,7 @@
 //! pass), AdamW with the warm-up / cosine schedule
 //! ([`crate::train::AdamW`], [`crate::train::learning_rate`]), global
 //! gradient clipping ([`crate::train::merge::clip`]), skipping of
-//! non-finite steps, evaluation on the held-out split, `metrics.jsonl`,
+//! non-finite steps, evaluation on the eval records, `metrics.jsonl`,
 //! checkpoints published atomically with a `latest` pointer
 //! ([`crate::train::checkpoint`]), resume and a progress bar.
 //!
@@ -137,7 +137,7 @@ pub struct StageState {
 pub struct StageSummary {
     pub steps: u64,
     pub last_train: Option<StageMetrics>,
-    /// The first and the last evaluation of this run (held-out data only).
+    /// The first and the last evaluation of this run (eval records only).
     pub first_eval: Option<StageMetrics>,
     pub last_eval: Option<StageMetrics>,
     pub checkpoint: PathBuf,
@@ -342,8 +342,8 @@ impl<S: Stage> StageRunner<S> {
         Ok(metrics)
     }
 
-    /// Loss and statistics on the first `eval_examples` held-out records,
-    /// averaged by the batches' weights; `None` without held-out records.
+    /// Loss and statistics on the first `eval_examples` eval records,
+    /// averaged by the batches' weights; `None` without eval records.
     pub fn evaluate(&self) -> Result<Option<StageMetrics>> {
         let n = self.stage.len(Split::Eval).min(self.cfg.eval_examples);
         if n == 0 {

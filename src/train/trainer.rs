@@ -844,7 +844,7 @@ impl Trainer {
         Ok(out)
     }
 
-    /// Pass rate and mean raw reward on each task's held-out prompts.
+    /// Pass rate and mean raw reward on each task's evaluation prompts.
     pub fn evaluate(&self) -> Result<Vec<TaskMetrics>> {
         let mut out = Vec::new();
         for (l, task) in self.tasks.iter().enumerate() {

@@ -83,8 +83,8 @@ pub fn run<S: Stage, C: StageConfig>(
         eprintln!("last step: {}", line(m));
     }
     if let (Some(first), Some(last)) = (&summary.first_eval, &summary.last_eval) {
-        eprintln!("held-out at step {}: {}", first.step, line(first));
-        eprintln!("held-out at step {}: {}", last.step, line(last));
+        eprintln!("eval at step {}: {}", first.step, line(first));
+        eprintln!("eval at step {}: {}", last.step, line(last));
     }
     eprintln!(
         "{} steps; metrics: {}",
