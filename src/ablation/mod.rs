@@ -429,6 +429,7 @@ mod tests {
             seconds: 3.0,
         };
         let mut summary = Summary {
+            split: "test".into(),
             runs: vec![run(2, 32)],
             ..Summary::default()
         };
