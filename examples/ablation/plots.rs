@@ -17,6 +17,9 @@ const COLORS: [RGBColor; 7] = [
     RGBColor(227, 119, 194),
 ];
 
+/// A plotted point: step, value, and the value's 95% interval.
+type Point = (f64, f64, f64, f64);
+
 /// Writes `<task>-pass_rate.svg` and `<task>-reward.svg` for every task;
 /// returns how many files it wrote.
 pub fn write_all(summary: &Summary, dir: &Path) -> Result<usize, String> {
@@ -58,7 +61,7 @@ fn plot(
     names: &[&str],
     path: &Path,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let series: Vec<(usize, Vec<(f64, f64, f64, f64)>)> = summary
+    let series: Vec<(usize, Vec<Point>)> = summary
         .runs
         .iter()
         .map(|r| {
