@@ -224,7 +224,7 @@ pub struct Built {
     pub evaluator: Evaluator,
 }
 
-/// Writes the prompts (`train_prompts.jsonl`, `eval_prompts.jsonl` in
+/// Writes the prompts (`train_prompts.jsonl` and `test_prompts.jsonl` or `dev_prompts.jsonl` in
 /// `opts.out`), loads the judge model and builds the trainer and the
 /// evaluator.
 pub fn build(opts: &InstructOptions) -> Result<Built> {
