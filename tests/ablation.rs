@@ -131,7 +131,9 @@ fn quick_ablation_writes_the_summary_and_trains_every_run() {
 }
 
 /// The documented claims (`cgpo::ablation::claims`) on three seeds of the
-/// default configuration, test split. Ignored: it trains 21 runs.
+/// default configuration, test split. Ignored: it trains 21 runs. As
+/// `docs/ablations.md` reports, it fails today: in seed 1 the
+/// unconstrained run does not hack any task by the claim's criterion.
 #[test]
 #[ignore]
 fn the_documented_claims_hold_on_three_seeds() {
