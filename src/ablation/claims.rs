@@ -111,19 +111,14 @@ pub fn check(summary: &Summary) -> Vec<Claim> {
             seed: Some(seed),
             claim: "pg-unconstrained hacks at least one task".into(),
             holds: !hacked.is_empty(),
-            detail: if hacked.is_empty() {
-                pg.tasks
-                    .iter()
-                    .map(|(t, se)| format!("{t}: {}", describe(se)))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            } else {
-                hacked
-                    .iter()
-                    .map(|(t, se)| format!("{t}: {}", describe(se)))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            },
+            // The hacked tasks, or every task when none was hacked.
+            detail: pg
+                .tasks
+                .iter()
+                .filter(|(_, se)| hacked.is_empty() || is_hack(se))
+                .map(|(t, se)| format!("{t}: {}", describe(se)))
+                .collect::<Vec<_>>()
+                .join("; "),
         });
         for (task, pg_se) in hacked {
             let (Some(c), Some(n)) = (crpg.tasks.get(task), no_judges.tasks.get(task)) else {

@@ -160,11 +160,6 @@ impl Evaluator {
         &self.split
     }
 
-    /// How many prompts each task is evaluated on.
-    pub fn prompt_counts(&self) -> Vec<usize> {
-        self.prompts.iter().map(Vec::len).collect()
-    }
-
     /// The warm-up, the reference of the KL.
     pub fn reference(&self) -> &dyn Policy {
         self.reference.as_ref()

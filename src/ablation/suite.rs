@@ -35,14 +35,12 @@
 //! assert!(test.iter().all(|t| items.iter().all(|i| i.prompt != t.prompt)));
 //! ```
 
-use std::collections::BTreeSet;
-
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use crate::pipeline::synthetic::FILLERS;
-use crate::split::Split;
+use crate::split::{NamedSets, PerSplit, Split};
 
 /// One of the suite's tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -85,9 +83,6 @@ impl SuitePair {
         json!({"prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected})
     }
 }
-
-/// Per split: train, dev, test.
-type PerSplit<T> = [T; 3];
 
 const MATH_TEMPLATES: PerSplit<&[&str]> = [
     &[
@@ -312,10 +307,14 @@ impl SuiteTask {
         }
     }
 
+    /// The vocabulary kinds whose entries must not occur as words in
+    /// another split's prompts, of any task.
+    pub const WORD_KINDS: [&'static str; 2] = ["words", "things"];
+
     /// What the task's prompts in `split` are generated from, by kind
     /// (`templates`, `operands`, `words`, `numbers`, `things`): no entry
     /// is shared between splits.
-    pub fn vocabulary(self, split: Split) -> Vec<(&'static str, BTreeSet<String>)> {
+    pub fn vocabulary(self, split: Split) -> NamedSets {
         let i = split.index();
         let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
         match self {
@@ -568,17 +567,17 @@ mod tests {
 
     #[test]
     fn splits_share_no_template_operand_word_or_prompt() {
-        use crate::split::{contains_words, normalize};
+        use crate::split::{normalize, vocabulary_overlaps};
+        use std::collections::BTreeSet;
         for task in TASKS {
             for a in Split::ALL {
                 for b in Split::ALL {
                     if a == b {
                         continue;
                     }
-                    for ((kind, x), (_, y)) in task.vocabulary(a).iter().zip(task.vocabulary(b)) {
-                        let shared: Vec<_> = x.intersection(&y).collect();
-                        assert!(shared.is_empty(), "{task:?} {kind} {a:?}/{b:?}: {shared:?}");
-                    }
+                    let shared =
+                        vocabulary_overlaps(&task.vocabulary(a), &task.vocabulary(b), &[], &[]);
+                    assert!(shared.is_empty(), "{task:?} {a:?}/{b:?}: {shared:?}");
                     let theirs: BTreeSet<String> =
                         task.items(b).iter().map(|i| normalize(&i.prompt)).collect();
                     for item in task.items(a) {
@@ -590,22 +589,15 @@ mod tests {
         // A thing or word of one split is never a word of another split's
         // prompt, in any task (no "cake" in a format prompt either).
         for a in Split::ALL {
-            let words: Vec<String> = TASKS
-                .iter()
-                .flat_map(|t| t.vocabulary(a))
-                .filter(|(kind, _)| ["words", "things"].contains(kind))
-                .flat_map(|(_, set)| set)
-                .collect();
+            let words: NamedSets = TASKS.iter().flat_map(|t| t.vocabulary(a)).collect();
             for b in Split::ALL.into_iter().filter(|&b| b != a) {
-                for item in TASKS.iter().flat_map(|t| t.items(b)) {
-                    for w in &words {
-                        let w = w.trim_start_matches("a ");
-                        assert!(
-                            !contains_words(&item.prompt, w),
-                            "`{w}` of {a:?} in {item:?}"
-                        );
-                    }
-                }
+                let prompts: Vec<String> = TASKS
+                    .iter()
+                    .flat_map(|t| t.items(b))
+                    .map(|i| i.prompt)
+                    .collect();
+                let shared = vocabulary_overlaps(&words, &[], &SuiteTask::WORD_KINDS, &prompts);
+                assert!(shared.is_empty(), "{a:?} in {b:?}: {shared:?}");
             }
         }
     }

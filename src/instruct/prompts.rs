@@ -31,12 +31,10 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 pub use crate::split::Split;
+use crate::split::{NamedSets, PerSplit};
 
 /// The suite's tasks, in config order.
 pub const TASKS: [&str; 3] = ["instruction", "math", "helpful"];
-
-/// Per split: train, dev, test.
-type PerSplit<T> = [T; 3];
 
 const TOPICS: PerSplit<&[&str]> = [
     &[
@@ -331,10 +329,21 @@ pub struct Vocabulary {
     /// `end_phrases`, `word_limits`, `bullets`, `names`, `objects`,
     /// `problems`, `math_asks`, `helpful_prompts`, `alarming_words`,
     /// `operands`.
-    pub sets: Vec<(&'static str, BTreeSet<String>)>,
+    pub sets: NamedSets,
 }
 
 impl Vocabulary {
+    /// The sets whose entries must not occur as words in another split's
+    /// prompts.
+    pub const WORD_SETS: [&'static str; 6] = [
+        "topics",
+        "keywords",
+        "end_phrases",
+        "names",
+        "objects",
+        "alarming_words",
+    ];
+
     pub fn of(split: Split) -> Self {
         let i = split.index();
         let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
@@ -513,7 +522,7 @@ mod tests {
 
     #[test]
     fn splits_share_no_vocabulary_and_no_prompt() {
-        use crate::split::{contains_words, normalize};
+        use crate::split::{normalize, vocabulary_overlaps};
         let vocab: Vec<Vocabulary> = Split::ALL.iter().map(|&s| Vocabulary::of(s)).collect();
         let prompts: Vec<Vec<String>> = Split::ALL
             .iter()
@@ -530,29 +539,13 @@ mod tests {
                 if a == b {
                     continue;
                 }
-                for ((name, x), (_, y)) in vocab[a].sets.iter().zip(&vocab[b].sets) {
-                    let shared: Vec<_> = x.intersection(y).collect();
-                    assert!(
-                        shared.is_empty(),
-                        "{name} shared by splits {a}, {b}: {shared:?}"
-                    );
-                    // Words of a split never occur in another split's prompts.
-                    if [
-                        "topics",
-                        "keywords",
-                        "end_phrases",
-                        "names",
-                        "objects",
-                        "alarming_words",
-                    ]
-                    .contains(name)
-                    {
-                        for w in x {
-                            let hit = prompts[b].iter().find(|p| contains_words(p, w));
-                            assert!(hit.is_none(), "{name} `{w}` of split {a} in {hit:?}");
-                        }
-                    }
-                }
+                let shared = vocabulary_overlaps(
+                    &vocab[a].sets,
+                    &vocab[b].sets,
+                    &Vocabulary::WORD_SETS,
+                    &prompts[b],
+                );
+                assert!(shared.is_empty(), "splits {a}, {b}: {shared:?}");
                 let other: BTreeSet<String> = prompts[b].iter().map(|p| normalize(p)).collect();
                 assert!(prompts[a].iter().all(|p| !other.contains(&normalize(p))));
             }
