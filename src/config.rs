@@ -26,8 +26,10 @@ use std::path::{Path, PathBuf};
 use cgpo_judges::{ErrorPolicy, JudgeSpec};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-use crate::policy::TinyLmConfig;
+use crate::error::{check_config, Error, Result};
+pub use crate::kl::{KlConfig, KlEstimator};
+pub use crate::optim::{OptimizerConfig, PgBaseline, RewardKind};
+pub use crate::policy::{DeviceSpec, PolicyConfig};
 use crate::reward::{BaselineSource, RewardModelSpec};
 use crate::rollout::SamplingConfig;
 
@@ -135,83 +137,6 @@ fn yes() -> bool {
     true
 }
 
-/// Which model is the policy.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum PolicyConfig {
-    /// The toy byte-level model, randomly initialised from the run's seed.
-    Tiny {
-        #[serde(default)]
-        size: TinyLmConfig,
-        /// Trained weights to load over the initialisation (see [`PolicyConfig::weights`]).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        weights: Option<PathBuf>,
-    },
-    /// A GGUF file of the `llama` architecture (e.g. SmolLM2).
-    Gguf {
-        path: PathBuf,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        weights: Option<PathBuf>,
-    },
-    /// A Hugging Face directory: config.json, *.safetensors, tokenizer.json.
-    HfDir {
-        path: PathBuf,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        weights: Option<PathBuf>,
-    },
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        PolicyConfig::Tiny {
-            size: TinyLmConfig::default(),
-            weights: None,
-        }
-    }
-}
-
-impl PolicyConfig {
-    /// Weights that replace the model's after it is built: a safetensors
-    /// file written by `Policy::save`, a checkpoint directory (`step-N/`,
-    /// its `policy.safetensors`) or an output directory (its `latest`
-    /// checkpoint). This is how a stage starts from the one before it
-    /// (SFT -> reward model / DPO -> CGPO).
-    pub fn weights(&self) -> Option<&Path> {
-        match self {
-            PolicyConfig::Tiny { weights, .. }
-            | PolicyConfig::Gguf { weights, .. }
-            | PolicyConfig::HfDir { weights, .. } => weights.as_deref(),
-        }
-    }
-
-    /// The same model without `weights`.
-    pub fn without_weights(&self) -> Self {
-        let mut out = self.clone();
-        match &mut out {
-            PolicyConfig::Tiny { weights, .. }
-            | PolicyConfig::Gguf { weights, .. }
-            | PolicyConfig::HfDir { weights, .. } => *weights = None,
-        }
-        out
-    }
-
-    /// Makes relative paths (the model's, its `weights`) relative to `dir`,
-    /// the config file's folder.
-    pub(crate) fn resolve_paths(&mut self, dir: &Path) {
-        let (path, weights) = match self {
-            PolicyConfig::Tiny { weights, .. } => (None, weights),
-            PolicyConfig::Gguf { path, weights } | PolicyConfig::HfDir { path, weights } => {
-                (Some(path), weights)
-            }
-        };
-        for p in path.into_iter().chain(weights.as_mut()) {
-            if p.is_relative() {
-                *p = dir.join(&*p);
-            }
-        }
-    }
-}
-
 /// The learning-rate schedule after warm-up.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -281,26 +206,26 @@ impl Default for TrainConfig {
 impl TrainConfig {
     fn validate(&self) -> Result<()> {
         let key = |k: &str| format!("train.{k}");
-        check(key("learning_rate"), self.learning_rate, "> 0", |v| v > 0.0)?;
-        check(key("weight_decay"), self.weight_decay, ">= 0", |v| v >= 0.0)?;
-        check(key("beta1"), self.beta1, "in [0, 1)", |v| {
+        check_config(key("learning_rate"), self.learning_rate, "> 0", |v| v > 0.0)?;
+        check_config(key("weight_decay"), self.weight_decay, ">= 0", |v| v >= 0.0)?;
+        check_config(key("beta1"), self.beta1, "in [0, 1)", |v| {
             (0.0..1.0).contains(&v)
         })?;
-        check(key("beta2"), self.beta2, "in [0, 1)", |v| {
+        check_config(key("beta2"), self.beta2, "in [0, 1)", |v| {
             (0.0..1.0).contains(&v)
         })?;
-        check(key("adam_eps"), self.adam_eps, "> 0", |v| v > 0.0)?;
-        check(key("max_grad_norm"), self.max_grad_norm, ">= 0", |v| {
+        check_config(key("adam_eps"), self.adam_eps, "> 0", |v| v > 0.0)?;
+        check_config(key("max_grad_norm"), self.max_grad_norm, ">= 0", |v| {
             v >= 0.0
         })?;
         let s = &self.sampling;
-        check(
+        check_config(
             key("sampling.temperature"),
             f64::from(s.temperature),
             ">= 0",
             |v| v >= 0.0,
         )?;
-        check(
+        check_config(
             key("sampling.top_p"),
             f64::from(s.top_p),
             "in (0, 1]",
@@ -317,206 +242,6 @@ impl TrainConfig {
         }
         Ok(())
     }
-}
-
-/// The optimizer of a task: one of CGPO's constrained optimizers
-/// (cgpo-spec section 3) or a baseline of the ablations (section 5). The
-/// losses are in [`crate::optim`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
-pub enum OptimizerConfig {
-    /// Calibrated-regularized policy gradient.
-    Crpg {
-        /// KL_max: samples with logratio >= kl_max get zero reward weight.
-        #[serde(default = "default_kl_max")]
-        kl_max: f64,
-        #[serde(default)]
-        baseline: PgBaseline,
-        /// Clip the KL weight `1 - logratio / kl_max` above at 1.
-        #[serde(default)]
-        clip_kl_weight: bool,
-    },
-    /// Constrained online DPO.
-    Codpo {
-        #[serde(default = "default_beta")]
-        beta: f64,
-        /// Weight of the NLL term on the chosen response.
-        #[serde(default = "default_lambda")]
-        lambda: f64,
-    },
-    /// Calibrated-regularized reward-ranked fine-tuning.
-    Crraft {
-        #[serde(default = "default_kl_max")]
-        kl_max: f64,
-    },
-    /// Baseline: unconstrained policy gradient ("PPO-like", no critic, no
-    /// judges, batch-mean baseline).
-    Pg {
-        /// The one reward it optimizes: `raw` (default) or `calibrated`.
-        #[serde(default)]
-        reward: RewardKind,
-        /// eps of the clipped-ratio objective, in (0, 1); absent = plain
-        /// REINFORCE.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        clip_ratio: Option<f64>,
-        /// Gradient passes over the same rollouts.
-        #[serde(default = "default_epochs")]
-        epochs: usize,
-    },
-    /// Baseline: online DPO with pairs by raw reward only (no judges).
-    OnlineDpo {
-        #[serde(default = "default_beta")]
-        beta: f64,
-        #[serde(default = "default_lambda")]
-        lambda: f64,
-    },
-    /// Baseline: reward-ranked fine-tuning without judges or KL filter.
-    Raft {},
-}
-
-impl OptimizerConfig {
-    /// The name used in configs and metrics: `crpg`, `codpo`, `crraft`,
-    /// `pg`, `online_dpo` or `raft`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            OptimizerConfig::Crpg { .. } => "crpg",
-            OptimizerConfig::Codpo { .. } => "codpo",
-            OptimizerConfig::Crraft { .. } => "crraft",
-            OptimizerConfig::Pg { .. } => "pg",
-            OptimizerConfig::OnlineDpo { .. } => "online_dpo",
-            OptimizerConfig::Raft {} => "raft",
-        }
-    }
-
-    /// Gradient passes over the same rollouts: `epochs` for `pg`, 1 for the
-    /// others (on-policy).
-    pub fn epochs(&self) -> usize {
-        match self {
-            OptimizerConfig::Pg { epochs, .. } => *epochs,
-            _ => 1,
-        }
-    }
-
-    /// Checks the optimizer's settings; `key` makes the key path of a
-    /// setting (e.g. `tasks[0].optimizer.beta`), `k` is the task's K.
-    fn validate(&self, key: impl Fn(&str) -> String, k: usize) -> Result<()> {
-        match self {
-            OptimizerConfig::Crpg { kl_max, .. } | OptimizerConfig::Crraft { kl_max } => {
-                check(key("optimizer.kl_max"), *kl_max, "> 0", |v| v > 0.0)
-            }
-            OptimizerConfig::Codpo { beta, lambda }
-            | OptimizerConfig::OnlineDpo { beta, lambda } => {
-                check(key("optimizer.beta"), *beta, "> 0", |v| v > 0.0)?;
-                check(key("optimizer.lambda"), *lambda, ">= 0", |v| v >= 0.0)?;
-                if k < 2 {
-                    return Err(Error::config(
-                        key("generations_per_prompt"),
-                        format!(
-                            "{} needs at least 2 generations per prompt to form a pair",
-                            self.name()
-                        ),
-                    ));
-                }
-                Ok(())
-            }
-            OptimizerConfig::Pg {
-                clip_ratio, epochs, ..
-            } => {
-                if let Some(eps) = clip_ratio {
-                    check(key("optimizer.clip_ratio"), *eps, "in (0, 1)", |v| {
-                        v > 0.0 && v < 1.0
-                    })?;
-                }
-                if *epochs == 0 {
-                    return Err(Error::config(key("optimizer.epochs"), "must be >= 1"));
-                }
-                Ok(())
-            }
-            OptimizerConfig::Raft {} => Ok(()),
-        }
-    }
-}
-
-/// Not given by the paper; a lenient threshold in nats per sequence.
-fn default_kl_max() -> f64 {
-    10.0
-}
-fn default_beta() -> f64 {
-    0.1
-}
-fn default_lambda() -> f64 {
-    5.0
-}
-fn default_epochs() -> usize {
-    1
-}
-
-/// Which reward the unconstrained policy-gradient baseline optimizes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RewardKind {
-    /// The reward model's raw score r.
-    #[default]
-    Raw,
-    /// The calibrated reward sigmoid(r - r(a_bar)).
-    Calibrated,
-}
-
-/// The policy-gradient baseline subtracted from CRPG rewards.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PgBaseline {
-    /// Mean over the task's whole minibatch (the paper).
-    #[default]
-    Batch,
-    /// Mean over the K samples of the same prompt.
-    PerPrompt,
-}
-
-/// The optional per-token KL penalty `coef * KL_t` (cgpo-spec section 4).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KlConfig {
-    /// 0 turns the penalty off.
-    #[serde(default)]
-    pub coef: f64,
-    #[serde(default)]
-    pub estimator: KlEstimator,
-    /// With a target, `coef` adapts toward it (Ziegler et al.) over `horizon` samples.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<f64>,
-    #[serde(default = "default_horizon")]
-    pub horizon: u64,
-}
-
-fn default_horizon() -> u64 {
-    10_000
-}
-
-impl Default for KlConfig {
-    fn default() -> Self {
-        Self {
-            coef: 0.0,
-            estimator: KlEstimator::default(),
-            target: None,
-            horizon: default_horizon(),
-        }
-    }
-}
-
-/// Per-token KL estimators; p = policy, q = reference.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KlEstimator {
-    /// log p - log q
-    K1,
-    /// (log p - log q)^2 / 2
-    K2,
-    /// exp(log q - log p) - (log q - log p) - 1, clamped to [-10, 10]
-    #[default]
-    K3,
-    /// Exact over the vocabulary, from both logits rows.
-    Full,
 }
 
 /// Parses one JSON document into `T`. A missing, unknown or mistyped key is
@@ -618,7 +343,7 @@ impl RunConfig {
                     format!("duplicate task `{}`", t.name),
                 ));
             }
-            check(key("weight"), t.weight, ">= 0", |w| w >= 0.0)?;
+            check_config(key("weight"), t.weight, ">= 0", |w| w >= 0.0)?;
             if !self.reward_models.contains_key(&t.reward.model) {
                 return Err(Error::config(
                     key("reward.model"),
@@ -640,9 +365,9 @@ impl RunConfig {
                 return Err(Error::config(key("batch_size"), "must be >= 1"));
             }
             t.optimizer.validate(key, t.generations_per_prompt)?;
-            check(key("kl.coef"), t.kl.coef, ">= 0", |v| v >= 0.0)?;
+            check_config(key("kl.coef"), t.kl.coef, ">= 0", |v| v >= 0.0)?;
             if let Some(target) = t.kl.target {
-                check(key("kl.target"), target, "> 0", |v| v > 0.0)?;
+                check_config(key("kl.target"), target, "> 0", |v| v > 0.0)?;
                 if t.kl.horizon == 0 {
                     return Err(Error::config(key("kl.horizon"), "must be >= 1"));
                 }
@@ -682,17 +407,6 @@ impl RunConfig {
             })?;
         }
         Ok(())
-    }
-}
-
-fn check(key: String, v: f64, rule: &str, ok: impl Fn(f64) -> bool) -> Result<()> {
-    if v.is_finite() && ok(v) {
-        Ok(())
-    } else {
-        Err(Error::config(
-            key,
-            format!("must be finite and {rule}, got {v}"),
-        ))
     }
 }
 
@@ -973,5 +687,128 @@ mod tests {
             msg.contains("run.json") && msg.starts_with("config `tasks`"),
             "{msg}"
         );
+    }
+
+    fn config_with(optimizer: serde_json::Value, k: usize) -> Result<RunConfig> {
+        let v = serde_json::json!({
+            "reward_models": {"rm": {"name": "lexical"}},
+            "tasks": [{"name": "t", "reward": {"model": "rm"}, "optimizer": optimizer,
+                       "generations_per_prompt": k}]
+        });
+        RunConfig::from_json(&v.to_string())
+    }
+
+    #[test]
+    fn baseline_optimizers_parse_with_defaults_and_round_trip() {
+        use crate::optim::RewardKind;
+        use serde_json::json;
+        let cases = [
+            (
+                json!({"name": "pg"}),
+                OptimizerConfig::Pg {
+                    reward: RewardKind::Raw,
+                    clip_ratio: None,
+                    epochs: 1,
+                },
+            ),
+            (
+                json!({"name": "pg", "reward": "calibrated", "clip_ratio": 0.2, "epochs": 4}),
+                OptimizerConfig::Pg {
+                    reward: RewardKind::Calibrated,
+                    clip_ratio: Some(0.2),
+                    epochs: 4,
+                },
+            ),
+            (
+                json!({"name": "online_dpo"}),
+                OptimizerConfig::OnlineDpo {
+                    beta: 0.1,
+                    lambda: 5.0,
+                },
+            ),
+            (json!({"name": "raft"}), OptimizerConfig::Raft {}),
+        ];
+        for (json, want) in cases {
+            let c = config_with(json.clone(), 4).unwrap();
+            assert_eq!(c.tasks[0].optimizer, want, "{json}");
+            assert_eq!(c.tasks[0].optimizer.name(), json["name"].as_str().unwrap());
+            let again = RunConfig::from_json(&c.to_json()).unwrap();
+            assert_eq!(again, c);
+        }
+        assert_eq!(
+            config_with(json!({"name": "pg", "epochs": 3}), 4)
+                .unwrap()
+                .tasks[0]
+                .optimizer
+                .epochs(),
+            3
+        );
+        assert_eq!(
+            config_with(json!({"name": "codpo"}), 4).unwrap().tasks[0]
+                .optimizer
+                .epochs(),
+            1
+        );
+    }
+
+    #[test]
+    fn baseline_optimizer_errors_name_the_key() {
+        use serde_json::json;
+        let cases = [
+            (
+                json!({"name": "pg", "clip_ratio": 0.0}),
+                4,
+                "tasks[0].optimizer.clip_ratio",
+                "in (0, 1)",
+            ),
+            (
+                json!({"name": "pg", "clip_ratio": 1.5}),
+                4,
+                "tasks[0].optimizer.clip_ratio",
+                "got 1.5",
+            ),
+            (
+                json!({"name": "pg", "epochs": 0}),
+                4,
+                "tasks[0].optimizer.epochs",
+                ">= 1",
+            ),
+            (
+                json!({"name": "pg", "reward": "both"}),
+                4,
+                "tasks[0].optimizer",
+                "unknown variant `both`",
+            ),
+            (
+                json!({"name": "online_dpo", "beta": 0.0}),
+                4,
+                "tasks[0].optimizer.beta",
+                "> 0",
+            ),
+            (
+                json!({"name": "online_dpo"}),
+                1,
+                "tasks[0].generations_per_prompt",
+                "online_dpo needs at least 2",
+            ),
+            (
+                json!({"name": "raft", "kl_max": 1.0}),
+                4,
+                "tasks[0].optimizer",
+                "unknown field `kl_max`",
+            ),
+        ];
+        for (json, k, key, message) in cases {
+            match config_with(json.clone(), k) {
+                Err(Error::Config {
+                    key: got,
+                    message: m,
+                }) => {
+                    assert_eq!(got, key, "{json}: {m}");
+                    assert!(m.contains(message), "{json}: {m}");
+                }
+                other => panic!("{json}: expected a config error, got {other:?}"),
+            }
+        }
     }
 }

@@ -16,28 +16,22 @@
 //! ```
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
 use cgpo_judges::{Message, Prompt, SampleJudgement, SampleView};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use crate::error::Origin;
 use crate::error::{DataError, Error, Result};
-use crate::reward::RewardValues;
 
-/// Where a record came from: `file:line` (1-based).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Origin {
-    pub file: Arc<Path>,
-    pub line: usize,
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)
-    }
+/// The reward of one sample: raw, its prompt's baseline, and calibrated.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RewardValues {
+    pub raw: f32,
+    pub baseline: f32,
+    pub calibrated: f32,
 }
 
 /// One training or evaluation prompt.

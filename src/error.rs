@@ -10,12 +10,24 @@
 //! ```
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use cgpo_judges::JudgeError;
 use thiserror::Error;
 
-use crate::data::Origin;
+/// Where a record came from: `file:line` (1-based).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub file: Arc<Path>,
+    pub line: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -139,5 +151,23 @@ impl fmt::Display for DataErrors<'_> {
                 Ok(())
             }
         }
+    }
+}
+
+/// A config number check: `v` must be finite and pass `ok`, else an
+/// [`Error::Config`] at `key` that states `rule`.
+pub(crate) fn check_config(
+    key: String,
+    v: f64,
+    rule: &str,
+    ok: impl Fn(f64) -> bool,
+) -> Result<()> {
+    if v.is_finite() && ok(v) {
+        Ok(())
+    } else {
+        Err(Error::config(
+            key,
+            format!("must be finite and {rule}, got {v}"),
+        ))
     }
 }

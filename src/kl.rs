@@ -34,9 +34,40 @@
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{KlConfig, KlEstimator};
 use crate::error::{Error, Result};
+pub use crate::ops::KlEstimator;
 use crate::ops::{kl_estimate, token_kl};
+
+/// The optional per-token KL penalty `coef * KL_t` (cgpo-spec section 4).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KlConfig {
+    /// 0 turns the penalty off.
+    #[serde(default)]
+    pub coef: f64,
+    #[serde(default)]
+    pub estimator: KlEstimator,
+    /// With a target, `coef` adapts toward it (Ziegler et al.) over `horizon` samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<f64>,
+    #[serde(default = "default_horizon")]
+    pub horizon: u64,
+}
+
+fn default_horizon() -> u64 {
+    10_000
+}
+
+impl Default for KlConfig {
+    fn default() -> Self {
+        Self {
+            coef: 0.0,
+            estimator: KlEstimator::default(),
+            target: None,
+            horizon: default_horizon(),
+        }
+    }
+}
 
 fn kl_error(op: &'static str, message: String) -> Error {
     Error::Op { op, message }
@@ -95,7 +126,7 @@ fn masked_mean(kl: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let tokens = mask.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     let total = (kl * &mask)?.sum_all()?;
     if tokens == 0.0 {
-        return crate::optim::connected_zero(kl);
+        return crate::ops::connected_zero(kl);
     }
     Ok((total / tokens)?)
 }

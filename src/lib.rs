@@ -46,6 +46,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod reward;
 pub mod rollout;
+pub mod run_dir;
 pub mod split;
 pub mod stats;
 pub mod strata;

@@ -50,6 +50,7 @@ use cgpo_judges::llm::{AnswerScore, LlmBackend, LlmRequest};
 use cgpo_judges::Message;
 
 use crate::error::Result;
+use crate::policy::{KvCache, Policy, TextTokenizer, TokenBatch};
 
 /// A language model that gives next-token logits for one token sequence.
 pub trait CausalLm: Send + Sync {
@@ -77,6 +78,65 @@ pub trait ChatTokenizer: Send + Sync {
     /// The token ids that begin an answer consisting of `word` (its case and
     /// leading-space variants that are single tokens).
     fn answer_tokens(&self, word: &str) -> Result<Vec<u32>>;
+}
+
+/// Every [`Policy`] is a judge model: one left-padded forward pass through
+/// a fresh cache gives the last position's logits.
+impl<P: Policy + ?Sized> CausalLm for P {
+    fn next_token_logits(&self, tokens: &[u32]) -> Result<Tensor> {
+        last_logits(self, tokens)
+    }
+
+    fn next_token_logits_batch(&self, seqs: &[Vec<u32>]) -> Result<Tensor> {
+        last_logits_batch(self, seqs)
+    }
+}
+
+/// Next-token logits of one sequence through a fresh cache.
+fn last_logits(model: &(impl Policy + ?Sized), tokens: &[u32]) -> Result<Tensor> {
+    let batch = TokenBatch::left_padded(&[tokens.to_vec()], 0)?;
+    Ok(model.decode(&batch, &mut KvCache::new())?.squeeze(0)?)
+}
+
+/// Next-token logits `[B, V]` of several sequences in one left-padded pass.
+fn last_logits_batch(model: &(impl Policy + ?Sized), seqs: &[Vec<u32>]) -> Result<Tensor> {
+    let batch = TokenBatch::left_padded(seqs, 0)?;
+    model.decode(&batch, &mut KvCache::new())
+}
+
+/// Every [`TextTokenizer`] serves a judge: its chat template, and the
+/// answer words' single-token spellings.
+impl<T: TextTokenizer + ?Sized> ChatTokenizer for T {
+    fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        TextTokenizer::encode_chat(self, messages)
+    }
+
+    fn answer_tokens(&self, word: &str) -> Result<Vec<u32>> {
+        answer_variants(self, word)
+    }
+}
+
+/// Single-token spellings of an answer word: as given, lower-case and
+/// capitalised, each with and without a leading space.
+fn answer_variants(t: &(impl TextTokenizer + ?Sized), word: &str) -> Result<Vec<u32>> {
+    let lower = word.to_lowercase();
+    let capital: String = lower
+        .chars()
+        .take(1)
+        .flat_map(char::to_uppercase)
+        .chain(lower.chars().skip(1))
+        .collect();
+    let mut ids = Vec::new();
+    for w in [word, &lower, &capital] {
+        for v in [w.to_string(), format!(" {w}")] {
+            if let [id] = t.encode(&v)?.as_slice() {
+                if !ids.contains(id) {
+                    ids.push(*id);
+                }
+            }
+        }
+    }
+    Ok(ids)
 }
 
 pub struct LocalLlmBackend {

@@ -10,7 +10,7 @@ use cgpo::pipeline::synthetic::{answer, jsonl, parity_pairs, questions, sft_reco
 use cgpo::pipeline::{
     dpo_loss, teacher_forced, Dpo, DpoConfig, Sft, SftConfig, Split, StageConfig, StageRunner,
 };
-use cgpo::policy::{ByteTokenizer, Policy};
+use cgpo::policy::{ByteTokenizer, Policy, TextTokenizer};
 use cgpo::rollout::{generate, sequence_logprobs, SamplingConfig};
 
 const SIZE: &str = r#"{"hidden_size": 32, "intermediate_size": 64, "layers": 2, "heads": 2, "kv_heads": 1, "context_len": 96}"#;
@@ -112,7 +112,7 @@ fn the_held_out_margin_rises_from_zero() {
     let t = ByteTokenizer;
     let prompts: Vec<Vec<u32>> = q
         .iter()
-        .map(|q| cgpo::pipeline::data::encode_prompt(&t, &q.text().as_str().into()).unwrap())
+        .map(|q| t.encode_prompt(&q.text().as_str().into()).unwrap())
         .collect();
     let greedy = SamplingConfig {
         temperature: 0.0,
@@ -140,10 +140,10 @@ fn the_held_out_margin_rises_from_zero() {
     let idx = [0, 5, 9];
     let batched = dpo.pair_loss(Split::Eval, &idx, false).unwrap();
     // The reference: the SFT model, as `policy.weights` names it.
-    let (reference, _) = cgpo::train::load_policy(&cfg.policy, 0).unwrap();
+    let (reference, _) = cgpo::policy::load_policy(&cfg.policy, 0).unwrap();
     let alone = |model: &dyn Policy, prompt: &str, response: &str| -> f32 {
-        let p = cgpo::pipeline::data::encode_prompt(&t, &prompt.into()).unwrap();
-        let r = cgpo::pipeline::data::encode_response(&t, response).unwrap();
+        let p = t.encode_prompt(&prompt.into()).unwrap();
+        let r = t.encode_response(response).unwrap();
         let ro = teacher_forced(vec![p], vec![r], ByteTokenizer::PAD);
         sequence_logprobs(model, &ro, false)
             .unwrap()

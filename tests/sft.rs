@@ -6,7 +6,7 @@ use std::path::Path;
 
 use cgpo::pipeline::synthetic::{jsonl, questions, sft_records};
 use cgpo::pipeline::{Sft, SftConfig, StageConfig, StageRunner};
-use cgpo::policy::ByteTokenizer;
+use cgpo::policy::{ByteTokenizer, TextTokenizer};
 use cgpo::rollout::{generate, SamplingConfig};
 use cgpo::Error;
 
@@ -64,7 +64,7 @@ fn held_out_loss_falls_and_the_format_is_learned() {
     let t = ByteTokenizer;
     let prompts: Vec<Vec<u32>> = held_out
         .iter()
-        .map(|q| cgpo::pipeline::data::encode_prompt(&t, &q.text().as_str().into()).unwrap())
+        .map(|q| t.encode_prompt(&q.text().as_str().into()).unwrap())
         .collect();
     let cfg = SamplingConfig {
         temperature: 0.0,

@@ -53,6 +53,14 @@ impl Prompt {
         }
     }
 
+    /// The prompt as chat messages: plain text is one `user` message.
+    pub fn messages(&self) -> Vec<Message> {
+        match self {
+            Prompt::Text(t) => vec![Message::new("user", t.as_str())],
+            Prompt::Messages(ms) => ms.clone(),
+        }
+    }
+
     /// Every piece of text in the prompt, in order (for keyword matching).
     pub fn texts(&self) -> impl Iterator<Item = &str> {
         let (single, many) = match self {

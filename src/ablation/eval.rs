@@ -28,18 +28,19 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use candle_core::D;
-use cgpo_judges::{Message, Outcome, Prompt};
+use cgpo_judges::Outcome;
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
 use crate::data::{read_prompts, PromptRecord};
 use crate::error::{Error, Result};
 use crate::judges::JudgeRegistry;
+use crate::policy::load_policy;
 use crate::policy::{Policy, TextTokenizer};
 use crate::reward::RewardRegistry;
 use crate::rollout::{generate, sequence_logprobs, SamplingConfig};
 use crate::task::{build_tasks, TaskSpec};
-use crate::train::{load_policy, Trainer};
+use crate::train::Trainer;
 
 /// One task's evaluation on one split's prompts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -188,7 +189,7 @@ impl Evaluator {
             for (c, chunk) in records.chunks(EVAL_CHUNK).enumerate() {
                 let prompts = chunk
                     .iter()
-                    .map(|r| self.tokenizer.encode_chat(&messages(&r.prompt)))
+                    .map(|r| self.tokenizer.encode_prompt(&r.prompt))
                     .collect::<Result<Vec<_>>>()?;
                 let sampling = SamplingConfig {
                     seed: self.sampling.seed.wrapping_add(c as u64),
@@ -363,11 +364,4 @@ pub fn train_evaluated(
     }
     bar.finish_and_clear();
     Ok(curve)
-}
-
-fn messages(prompt: &Prompt) -> Vec<Message> {
-    match prompt {
-        Prompt::Text(t) => vec![Message::new("user", t.as_str())],
-        Prompt::Messages(ms) => ms.clone(),
-    }
 }

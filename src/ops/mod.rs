@@ -37,9 +37,34 @@ mod op;
 pub mod simd;
 
 use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
 
-use crate::config::KlEstimator;
 use crate::error::{Error, Result};
+
+/// Per-token KL estimators; p = policy, q = reference.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KlEstimator {
+    /// log p - log q
+    K1,
+    /// (log p - log q)^2 / 2
+    K2,
+    /// exp(log q - log p) - (log q - log p) - 1, clamped to [-10, 10]
+    #[default]
+    K3,
+    /// Exact over the vocabulary, from both logits rows.
+    Full,
+}
+
+/// `0 * Σ t` as a scalar f32: zero, with a (zero) gradient for everything
+/// `t` depends on. (Multiplying by the number 0 would not do: candle's
+/// backward prunes `affine` with a zero factor, and the variables would get
+/// no gradient at all.)
+pub(crate) fn connected_zero(t: &Tensor) -> Result<Tensor> {
+    let sum = t.sum_all()?.to_dtype(DType::F32)?;
+    let zero = Tensor::zeros((), DType::F32, t.device())?;
+    Ok((sum * zero)?)
+}
 
 fn op_error(op: &'static str, message: impl Into<String>) -> Error {
     Error::Op {

@@ -5,8 +5,8 @@
 use candle_core::{DType, Device, Tensor, Var};
 use proptest::prelude::*;
 
+use super::KlEstimator;
 use super::{kl_estimate, naive, token_kl, token_logprobs};
-use crate::config::KlEstimator;
 
 fn close(a: &[f32], b: &[f32], rel: f32) -> std::result::Result<(), String> {
     if a.len() != b.len() {

@@ -14,8 +14,8 @@
 //! `clip_kl_weight` the weight is at most 1. A sample past KL_max gets weight
 //! 0, like a violating one. n = N.
 
+use super::PgBaseline;
 use super::{mean, LossInputs, LossOutput};
-use crate::config::PgBaseline;
 use crate::error::Result;
 
 /// The KL weight `max(1 - logratio / kl_max, 0)`, at most 1 when `clip`.

@@ -62,6 +62,7 @@
 //! ```
 
 pub mod codpo;
+mod config;
 pub mod crpg;
 pub mod crraft;
 pub mod online_dpo;
@@ -73,14 +74,15 @@ pub(crate) mod testutil;
 use candle_core::{DType, Tensor};
 
 pub use codpo::codpo_loss;
+pub use config::{OptimizerConfig, PgBaseline, RewardKind};
 pub use crpg::crpg_loss;
 pub use crraft::crraft_loss;
 pub use online_dpo::online_dpo_loss;
 pub use pg::pg_loss;
 pub use raft::raft_loss;
 
-use crate::config::OptimizerConfig;
 use crate::error::{Error, Result};
+use crate::ops::connected_zero;
 
 /// One task's minibatch as the losses see it: `N = G x K` samples (a
 /// prompt's samples are usually consecutive, but the losses only use
@@ -341,16 +343,6 @@ impl LossInputs {
     }
 }
 
-/// `0 * Σ t` as a scalar f32: zero, with a (zero) gradient for everything
-/// `t` depends on. (Multiplying by the number 0 would not do: candle's
-/// backward prunes `affine` with a zero factor, and the variables would get
-/// no gradient at all.)
-pub(crate) fn connected_zero(t: &Tensor) -> Result<Tensor> {
-    let sum = t.sum_all()?.to_dtype(DType::F32)?;
-    let zero = Tensor::zeros((), DType::F32, t.device())?;
-    Ok((sum * zero)?)
-}
-
 fn check_f32(name: &str, t: &Tensor) -> Result<()> {
     if t.dtype() == DType::F32 {
         Ok(())
@@ -486,136 +478,13 @@ mod tests {
         }
     }
 
-    fn config_with(optimizer: serde_json::Value, k: usize) -> Result<crate::config::RunConfig> {
-        let v = serde_json::json!({
-            "reward_models": {"rm": {"name": "lexical"}},
-            "tasks": [{"name": "t", "reward": {"model": "rm"}, "optimizer": optimizer,
-                       "generations_per_prompt": k}]
-        });
-        crate::config::RunConfig::from_json(&v.to_string())
-    }
-
-    #[test]
-    fn baseline_optimizers_parse_with_defaults_and_round_trip() {
-        use crate::config::RewardKind;
-        use serde_json::json;
-        let cases = [
-            (
-                json!({"name": "pg"}),
-                OptimizerConfig::Pg {
-                    reward: RewardKind::Raw,
-                    clip_ratio: None,
-                    epochs: 1,
-                },
-            ),
-            (
-                json!({"name": "pg", "reward": "calibrated", "clip_ratio": 0.2, "epochs": 4}),
-                OptimizerConfig::Pg {
-                    reward: RewardKind::Calibrated,
-                    clip_ratio: Some(0.2),
-                    epochs: 4,
-                },
-            ),
-            (
-                json!({"name": "online_dpo"}),
-                OptimizerConfig::OnlineDpo {
-                    beta: 0.1,
-                    lambda: 5.0,
-                },
-            ),
-            (json!({"name": "raft"}), OptimizerConfig::Raft {}),
-        ];
-        for (json, want) in cases {
-            let c = config_with(json.clone(), 4).unwrap();
-            assert_eq!(c.tasks[0].optimizer, want, "{json}");
-            assert_eq!(c.tasks[0].optimizer.name(), json["name"].as_str().unwrap());
-            let again = crate::config::RunConfig::from_json(&c.to_json()).unwrap();
-            assert_eq!(again, c);
-        }
-        assert_eq!(
-            config_with(json!({"name": "pg", "epochs": 3}), 4)
-                .unwrap()
-                .tasks[0]
-                .optimizer
-                .epochs(),
-            3
-        );
-        assert_eq!(
-            config_with(json!({"name": "codpo"}), 4).unwrap().tasks[0]
-                .optimizer
-                .epochs(),
-            1
-        );
-    }
-
-    #[test]
-    fn baseline_optimizer_errors_name_the_key() {
-        use serde_json::json;
-        let cases = [
-            (
-                json!({"name": "pg", "clip_ratio": 0.0}),
-                4,
-                "tasks[0].optimizer.clip_ratio",
-                "in (0, 1)",
-            ),
-            (
-                json!({"name": "pg", "clip_ratio": 1.5}),
-                4,
-                "tasks[0].optimizer.clip_ratio",
-                "got 1.5",
-            ),
-            (
-                json!({"name": "pg", "epochs": 0}),
-                4,
-                "tasks[0].optimizer.epochs",
-                ">= 1",
-            ),
-            (
-                json!({"name": "pg", "reward": "both"}),
-                4,
-                "tasks[0].optimizer",
-                "unknown variant `both`",
-            ),
-            (
-                json!({"name": "online_dpo", "beta": 0.0}),
-                4,
-                "tasks[0].optimizer.beta",
-                "> 0",
-            ),
-            (
-                json!({"name": "online_dpo"}),
-                1,
-                "tasks[0].generations_per_prompt",
-                "online_dpo needs at least 2",
-            ),
-            (
-                json!({"name": "raft", "kl_max": 1.0}),
-                4,
-                "tasks[0].optimizer",
-                "unknown field `kl_max`",
-            ),
-        ];
-        for (json, k, key, message) in cases {
-            match config_with(json.clone(), k) {
-                Err(Error::Config {
-                    key: got,
-                    message: m,
-                }) => {
-                    assert_eq!(got, key, "{json}: {m}");
-                    assert!(m.contains(message), "{json}: {m}");
-                }
-                other => panic!("{json}: expected a config error, got {other:?}"),
-            }
-        }
-    }
-
     #[test]
     fn an_empty_minibatch_gives_a_connected_zero() {
         let (var, inputs) = Case::new(&[]).build();
         let cfgs = [
             OptimizerConfig::Crpg {
                 kl_max: 1.0,
-                baseline: crate::config::PgBaseline::Batch,
+                baseline: PgBaseline::Batch,
                 clip_kl_weight: false,
             },
             OptimizerConfig::Codpo {
@@ -624,7 +493,7 @@ mod tests {
             },
             OptimizerConfig::Crraft { kl_max: 1.0 },
             OptimizerConfig::Pg {
-                reward: crate::config::RewardKind::Raw,
+                reward: RewardKind::Raw,
                 clip_ratio: Some(0.2),
                 epochs: 1,
             },

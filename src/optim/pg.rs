@@ -20,7 +20,7 @@ use candle_core::Tensor;
 
 use super::crpg::advantages;
 use super::{host_tensor, mean, LossInputs, LossOutput};
-use crate::config::{PgBaseline, RewardKind};
+use super::{PgBaseline, RewardKind};
 use crate::error::Result;
 
 /// The reward the baseline optimizes.

@@ -34,7 +34,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use cgpo_judges::{Message, Prompt};
+use cgpo_judges::Prompt;
 use serde_json::{Map, Value};
 
 use crate::data::{parse_lines, Fields, Origin};
@@ -204,26 +204,6 @@ pub fn read_preferences(path: impl AsRef<Path>) -> Result<Loaded<PreferenceRecor
     Ok(parse_preferences(&text, path))
 }
 
-/// A prompt as chat messages: plain text is one user message.
-pub fn prompt_messages(prompt: &Prompt) -> Vec<Message> {
-    match prompt {
-        Prompt::Text(t) => vec![Message::new("user", t.as_str())],
-        Prompt::Messages(ms) => ms.clone(),
-    }
-}
-
-/// The prompt's tokens (chat template applied, ready for the answer).
-pub fn encode_prompt(tokenizer: &dyn TextTokenizer, prompt: &Prompt) -> Result<Vec<u32>> {
-    tokenizer.encode_chat(&prompt_messages(prompt))
-}
-
-/// A response's tokens: its text, then the tokenizer's first stop token.
-pub fn encode_response(tokenizer: &dyn TextTokenizer, response: &str) -> Result<Vec<u32>> {
-    let mut ids = tokenizer.encode(response)?;
-    ids.extend(tokenizer.stop_tokens().first());
-    Ok(ids)
-}
-
 /// An SFT record as tokens.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SftExample {
@@ -249,8 +229,8 @@ pub fn encode_sft(
     let mut errors = loaded.errors;
     let mut out = Vec::with_capacity(loaded.records.len());
     for r in &loaded.records {
-        let prompt = encode_prompt(tokenizer, &r.prompt)?;
-        let response = encode_response(tokenizer, &r.response)?;
+        let prompt = tokenizer.encode_prompt(&r.prompt)?;
+        let response = tokenizer.encode_response(&r.response)?;
         match too_long(
             r.origin.as_ref(),
             "response",
@@ -279,9 +259,9 @@ pub fn encode_preferences(
     let mut errors = loaded.errors;
     let mut out = Vec::with_capacity(loaded.records.len());
     for r in &loaded.records {
-        let prompt = encode_prompt(tokenizer, &r.prompt)?;
-        let chosen = encode_response(tokenizer, &r.chosen)?;
-        let rejected = encode_response(tokenizer, &r.rejected)?;
+        let prompt = tokenizer.encode_prompt(&r.prompt)?;
+        let chosen = tokenizer.encode_response(&r.chosen)?;
+        let rejected = tokenizer.encode_response(&r.rejected)?;
         let o = r.origin.as_ref();
         let bad: Vec<DataError> = [("chosen", chosen.len()), ("rejected", rejected.len())]
             .into_iter()

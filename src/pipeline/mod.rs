@@ -43,10 +43,10 @@ pub use sft::Sft;
 pub use stage::{BatchLoss, Split, Stage, StageMetrics, StageRunner, StageState, StageSummary};
 
 use crate::error::{DataError, Error, Result};
+use crate::policy::load_policy;
 use crate::policy::TextTokenizer;
 use crate::reward::BradleyTerryReward;
 use crate::rollout::Rollouts;
-use crate::train::load_policy;
 
 /// Fixed prompt + response pairs in the layout of sampled rollouts (prompts
 /// left-padded, responses right-padded), so that

@@ -20,15 +20,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
-use super::batch::{KvCache, TokenBatch};
 use super::gguf;
 use super::tokenizer::{HfTokenizer, TextTokenizer};
 use super::transformer::{Transformer, TransformerConfig};
 use super::Policy;
 use crate::error::{Error, Result};
-use crate::local_judge::CausalLm;
 
 /// A Llama-family model and its tokenizer.
 pub struct Llama {
@@ -182,25 +180,3 @@ macro_rules! delegate_policy {
 pub(crate) use delegate_policy;
 
 delegate_policy!(Llama);
-
-/// Next-token logits of one sequence through a fresh cache.
-pub(crate) fn last_logits(model: &dyn Policy, tokens: &[u32]) -> Result<Tensor> {
-    let batch = TokenBatch::left_padded(&[tokens.to_vec()], 0)?;
-    Ok(model.decode(&batch, &mut KvCache::new())?.squeeze(0)?)
-}
-
-/// Next-token logits `[B, V]` of several sequences in one left-padded pass.
-pub(crate) fn last_logits_batch(model: &dyn Policy, seqs: &[Vec<u32>]) -> Result<Tensor> {
-    let batch = TokenBatch::left_padded(seqs, 0)?;
-    model.decode(&batch, &mut KvCache::new())
-}
-
-impl CausalLm for Llama {
-    fn next_token_logits(&self, tokens: &[u32]) -> Result<Tensor> {
-        last_logits(&self.model, tokens)
-    }
-
-    fn next_token_logits_batch(&self, seqs: &[Vec<u32>]) -> Result<Tensor> {
-        last_logits_batch(&self.model, seqs)
-    }
-}

@@ -17,11 +17,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::llama::{delegate_policy, last_logits, last_logits_batch};
+use super::llama::delegate_policy;
 use super::tokenizer::ByteTokenizer;
 use super::transformer::{Transformer, TransformerConfig};
 use crate::error::Result;
-use crate::local_judge::CausalLm;
 
 /// Size of a [`TinyLm`]. The vocabulary is the byte tokenizer's.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -109,13 +108,3 @@ fn normal(rng: &mut StdRng) -> f32 {
 }
 
 delegate_policy!(TinyLm);
-
-impl CausalLm for TinyLm {
-    fn next_token_logits(&self, tokens: &[u32]) -> Result<Tensor> {
-        last_logits(&self.model, tokens)
-    }
-
-    fn next_token_logits_batch(&self, seqs: &[Vec<u32>]) -> Result<Tensor> {
-        last_logits_batch(&self.model, seqs)
-    }
-}

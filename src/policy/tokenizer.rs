@@ -18,12 +18,11 @@
 use std::path::Path;
 
 use candle_core::quantized::gguf_file;
-use cgpo_judges::Message;
+use cgpo_judges::{Message, Prompt};
 use tokenizers::Tokenizer;
 
 use super::chat::ChatTemplate;
 use crate::error::{Error, Result};
-use crate::local_judge::ChatTokenizer;
 
 /// What rollouts need from a tokenizer.
 pub trait TextTokenizer: Send + Sync {
@@ -50,6 +49,19 @@ pub trait TextTokenizer: Send + Sync {
     /// model's tokenizer adds one).
     fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
         self.encode(&self.render_chat(messages)?)
+    }
+
+    /// A prompt's ids: its messages through the chat template, ready for
+    /// the answer.
+    fn encode_prompt(&self, prompt: &Prompt) -> Result<Vec<u32>> {
+        self.encode_chat(&prompt.messages())
+    }
+
+    /// A response's ids: its text, then the first stop token.
+    fn encode_response(&self, response: &str) -> Result<Vec<u32>> {
+        let mut ids = self.encode(response)?;
+        ids.extend(self.stop_tokens().first());
+        Ok(ids)
     }
 }
 
@@ -252,48 +264,5 @@ impl TextTokenizer for HfTokenizer {
             }
         }
         Ok(ids)
-    }
-}
-
-/// Single-token spellings of an answer word: as given, lower-case and
-/// capitalised, each with and without a leading space.
-fn answer_variants(t: &dyn TextTokenizer, word: &str) -> Result<Vec<u32>> {
-    let lower = word.to_lowercase();
-    let capital: String = lower
-        .chars()
-        .take(1)
-        .flat_map(char::to_uppercase)
-        .chain(lower.chars().skip(1))
-        .collect();
-    let mut ids = Vec::new();
-    for w in [word, &lower, &capital] {
-        for v in [w.to_string(), format!(" {w}")] {
-            if let [id] = t.encode(&v)?.as_slice() {
-                if !ids.contains(id) {
-                    ids.push(*id);
-                }
-            }
-        }
-    }
-    Ok(ids)
-}
-
-impl ChatTokenizer for HfTokenizer {
-    fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        TextTokenizer::encode_chat(self, messages)
-    }
-
-    fn answer_tokens(&self, word: &str) -> Result<Vec<u32>> {
-        answer_variants(self, word)
-    }
-}
-
-impl ChatTokenizer for ByteTokenizer {
-    fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        TextTokenizer::encode_chat(self, messages)
-    }
-
-    fn answer_tokens(&self, word: &str) -> Result<Vec<u32>> {
-        answer_variants(self, word)
     }
 }

@@ -34,7 +34,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use cgpo::config::PolicyConfig;
+//! use cgpo::policy::PolicyConfig;
 //! use cgpo::policy::{TinyLm, TinyLmConfig};
 //! use cgpo::reward::{BradleyTerryReward, RewardModel};
 //! use cgpo::data::PromptRecord;
@@ -56,13 +56,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::RewardModel;
-use crate::config::PolicyConfig;
 use crate::error::{Error, Result};
 use crate::optim::codpo::softplus;
-use crate::pipeline::data::{encode_prompt, encode_response};
+use crate::policy::load_policy;
+use crate::policy::PolicyConfig;
 use crate::policy::{KvCache, Policy, TextTokenizer, TokenBatch};
-use crate::train::checkpoint::{self, POLICY_FILE};
-use crate::train::load_policy;
+use crate::run_dir::{self, POLICY_FILE};
 
 /// The head's weights.
 pub const HEAD_FILE: &str = "score_head.safetensors";
@@ -260,8 +259,8 @@ impl BradleyTerryReward {
     /// The tokens the model scores: prompt (chat template), response, stop
     /// token; the last `context_len` of them when longer.
     pub fn encode(&self, view: &SampleView<'_>) -> Result<Vec<u32>> {
-        let mut ids = encode_prompt(self.tokenizer.as_ref(), view.prompt)?;
-        ids.extend(encode_response(self.tokenizer.as_ref(), view.response)?);
+        let mut ids = self.tokenizer.encode_prompt(view.prompt)?;
+        ids.extend(self.tokenizer.encode_response(view.response)?);
         let context = self.backbone.context_len();
         if ids.len() > context {
             ids.drain(..ids.len() - context);
@@ -302,7 +301,7 @@ fn resolve(dir: &Path) -> Result<PathBuf> {
     if dir.join(MODEL_FILE).is_file() {
         return Ok(dir.to_path_buf());
     }
-    match checkpoint::latest(dir)? {
+    match run_dir::latest(dir)? {
         Some(latest) => Ok(latest),
         None => Err(Error::model(
             dir.display(),
@@ -354,6 +353,7 @@ mod tests {
         let policy = PolicyConfig::Tiny {
             size: cfg,
             weights: Some("ignored".into()),
+            device: Default::default(),
         };
         BradleyTerryReward::new("rm", Box::new(lm.model), Arc::new(lm.tokenizer), policy).unwrap()
     }

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use super::{checked_scores, RewardModel};
+pub use crate::data::RewardValues;
 use crate::data::{PromptRecord, Sample};
 use crate::error::{Error, Result};
 
@@ -57,14 +58,6 @@ pub enum BaselineSource {
 /// (typically greedy or sampled decoding from the frozen reference policy).
 pub trait BaselineGenerator: Send + Sync {
     fn generate(&self, records: &[&PromptRecord]) -> Result<Vec<String>>;
-}
-
-/// The reward of one sample: raw, its prompt's baseline, and calibrated.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RewardValues {
-    pub raw: f32,
-    pub baseline: f32,
-    pub calibrated: f32,
 }
 
 /// One prompt's cached baseline: its text and raw score. Export and restore

@@ -22,6 +22,4 @@ mod trainer;
 
 pub use adamw::{learning_rate, AdamW};
 pub(crate) use trainer::truncate_metrics;
-pub use trainer::{
-    build_policy, load_policy, weights_file, RunSummary, TaskMetrics, Timing, Trainer,
-};
+pub use trainer::{build_policy, RunSummary, TaskMetrics, Timing, Trainer};

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{Tensor, Var, D};
-use cgpo_judges::{Message, Outcome, Prompt};
+use cgpo_judges::Outcome;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -34,14 +34,14 @@ use serde::{Deserialize, Serialize};
 use super::adamw::{learning_rate, AdamW};
 use super::checkpoint::{self, TrainerState};
 use super::merge::{add_weighted, clip, task_gradient, TaskGradient};
-use crate::config::{KlEstimator, OptimizerConfig, PolicyConfig, RunConfig};
+use crate::config::{KlEstimator, OptimizerConfig, RunConfig};
 use crate::data::{read_prompts, PromptRecord, Sample};
 use crate::error::{Error, Result};
 use crate::judges::JudgeRegistry;
 use crate::kl::{kl_penalty, kl_penalty_full, KlController};
 use crate::ops::kl_estimate;
 use crate::optim::{task_loss, LossInputs};
-use crate::policy::{Llama, Policy, TextTokenizer, TinyLm};
+use crate::policy::{load_policy, Policy, TextTokenizer};
 use crate::reward::{BaselineGenerator, RewardRegistry};
 use crate::rollout::{generate, logprobs_from_logits, response_logits, Rollouts, SamplingConfig};
 use crate::task::{build_stratifier, build_tasks, TaskSpec};
@@ -121,7 +121,7 @@ impl BaselineGenerator for ReferenceBaselines<'_> {
     fn generate(&self, records: &[&PromptRecord]) -> Result<Vec<String>> {
         let prompts = records
             .iter()
-            .map(|r| self.tokenizer.encode_chat(&messages(&r.prompt)))
+            .map(|r| self.tokenizer.encode_prompt(&r.prompt))
             .collect::<Result<Vec<_>>>()?;
         let cfg = SamplingConfig {
             temperature: 0.0,
@@ -129,13 +129,6 @@ impl BaselineGenerator for ReferenceBaselines<'_> {
             ..SamplingConfig::default()
         };
         Ok(generate(self.reference, self.tokenizer, &prompts, &cfg)?.texts)
-    }
-}
-
-fn messages(prompt: &Prompt) -> Vec<Message> {
-    match prompt {
-        Prompt::Text(t) => vec![Message::new("user", t.as_str())],
-        Prompt::Messages(ms) => ms.clone(),
     }
 }
 
@@ -171,58 +164,6 @@ pub struct Trainer {
 /// Builds the policy a config names, with its tokenizer.
 pub fn build_policy(config: &RunConfig) -> Result<(Box<dyn Policy>, Arc<dyn TextTokenizer>)> {
     load_policy(&config.policy, config.seed)
-}
-
-/// Builds a model from a policy config (TinyLm from `seed`), then loads its
-/// `weights` when given (see [`PolicyConfig::weights`]).
-pub fn load_policy(
-    policy: &PolicyConfig,
-    seed: u64,
-) -> Result<(Box<dyn Policy>, Arc<dyn TextTokenizer>)> {
-    let device = candle_core::Device::Cpu;
-    let (mut model, tokenizer): (Box<dyn Policy>, Arc<dyn TextTokenizer>) = match policy {
-        PolicyConfig::Tiny { size, .. } => {
-            let tiny = TinyLm::on_device(size, seed, &device)?;
-            (Box::new(tiny.model), Arc::new(tiny.tokenizer))
-        }
-        PolicyConfig::Gguf { path, .. } => {
-            let llama = Llama::from_gguf(path, &device, true)?;
-            (Box::new(llama.model), Arc::new(llama.tokenizer))
-        }
-        PolicyConfig::HfDir { path, .. } => {
-            let llama = Llama::from_hf_dir(path, &device, true)?;
-            (Box::new(llama.model), Arc::new(llama.tokenizer))
-        }
-    };
-    if let Some(weights) = policy.weights() {
-        model.load(&weights_file(weights)?)?;
-    }
-    Ok((model, tokenizer))
-}
-
-/// The safetensors file `weights` names: the file itself, a checkpoint
-/// directory's `policy.safetensors`, or that of an output directory's
-/// `latest` checkpoint.
-pub fn weights_file(weights: &Path) -> Result<PathBuf> {
-    if !weights.is_dir() {
-        return Ok(weights.to_path_buf());
-    }
-    let dir = match checkpoint::latest(weights)? {
-        Some(latest) => latest,
-        None => weights.to_path_buf(),
-    };
-    let file = dir.join(checkpoint::POLICY_FILE);
-    if file.is_file() {
-        Ok(file)
-    } else {
-        Err(Error::model(
-            weights.display(),
-            format!(
-                "neither a checkpoint nor an output directory with a `latest` checkpoint: no {}",
-                file.display()
-            ),
-        ))
-    }
 }
 
 impl Trainer {
@@ -457,7 +398,7 @@ impl Trainer {
         let records = self.batch_records(l, self.step);
         let prompts = records
             .iter()
-            .map(|r| self.tokenizer.encode_chat(&messages(&r.prompt)))
+            .map(|r| self.tokenizer.encode_prompt(&r.prompt))
             .collect::<Result<Vec<_>>>()?;
         let sampling = SamplingConfig {
             samples_per_prompt: task.generations_per_prompt,
@@ -858,7 +799,7 @@ impl Trainer {
             }
             let prompts = records
                 .iter()
-                .map(|r| self.tokenizer.encode_chat(&messages(&r.prompt)))
+                .map(|r| self.tokenizer.encode_prompt(&r.prompt))
                 .collect::<Result<Vec<_>>>()?;
             let cfg = SamplingConfig {
                 temperature: if self.config.train.eval_greedy {
