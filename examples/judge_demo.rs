@@ -14,11 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use cgpo::config::RunConfig;
+use cgpo::config::{Registries, RunConfig};
 use cgpo::data::{parse_prompts, parse_responses, Sample};
 use cgpo::judges::{Judge, JudgeRegistry, Outcome, SampleView, Verdict};
-use cgpo::reward::RewardRegistry;
-use cgpo::task::{build_stratifier, build_tasks};
 use clap::Parser;
 
 const DEMO_CONFIG: &str = include_str!("data/demo/run.json");
@@ -133,11 +131,17 @@ fn run(args: Args) -> cgpo::Result<()> {
     let mut judges = JudgeRegistry::with_builtins();
     judges.register("final_answer", |_, _| Ok(Box::new(FinalAnswer)));
     judges.register("refusal", |_, _| Ok(Box::new(Refusal)));
-    let tasks = build_tasks(&config, &judges, &RewardRegistry::with_builtins())?;
+    let tasks = config.build_tasks(&Registries {
+        judges,
+        ..Registries::default()
+    })?;
 
     let (prompts, prompts_path) = text_of(&args.prompts, DEMO_PROMPTS, "prompts.jsonl")?;
     let records = parse_prompts(&prompts, &prompts_path, Some(&config.task_names()))?;
-    let strata = build_stratifier(&config)?.stratify(records)?;
+    let strata = config
+        .stratify
+        .stratifier(&config.task_names())?
+        .stratify(records)?;
     println!("Task strata ({}):\n{strata}\n", prompts_path.display());
 
     let all: Vec<Arc<_>> = strata
@@ -163,7 +167,7 @@ fn run(args: Args) -> cgpo::Result<()> {
             "== {} ({} responses, optimizer {})",
             task.name,
             mine.len(),
-            task.optimizer.name()
+            task.loss.name()
         );
         println!(
             "{:<14} {:>5} {:>5} {:>6} {:>7} {:>9}",

@@ -22,16 +22,45 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use cgpo_judges::{ErrorPolicy, JudgeSpec};
+use cgpo_judges::JudgeRegistry;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_config, Error, Result};
+use crate::data::read_prompts;
+use crate::error::{Error, Result};
 pub use crate::kl::{KlConfig, KlEstimator};
-pub use crate::optim::{OptimizerConfig, PgBaseline, RewardKind};
+pub use crate::optim::{LossRegistry, LossSpec, PgBaseline, RewardKind};
+use crate::policy::load_policy;
 pub use crate::policy::{DeviceSpec, PolicyConfig};
-use crate::reward::{BaselineSource, RewardModelSpec};
-use crate::rollout::SamplingConfig;
+pub use crate::reward::{BaselineSource, RewardModelSpec};
+use crate::reward::{RewardModel, RewardRegistry};
+pub use crate::rollout::Decoding;
+pub use crate::strata::{ClassifierRule, StratifyConfig};
+use crate::task::TaskSpec;
+pub use crate::task::{RewardConfig, TaskConfig};
+use crate::train::Trainer;
+pub use crate::train::{Schedule, TrainConfig};
+
+/// The registries a config's names are looked up in: judges, reward
+/// models and losses. `default()` has the built-ins; add yours with each
+/// registry's `register`.
+#[derive(Clone)]
+pub struct Registries {
+    pub judges: JudgeRegistry,
+    pub rewards: RewardRegistry,
+    pub losses: LossRegistry,
+}
+
+impl Default for Registries {
+    fn default() -> Self {
+        Self {
+            judges: JudgeRegistry::with_builtins(),
+            rewards: RewardRegistry::with_builtins(),
+            losses: LossRegistry::with_builtins(),
+        }
+    }
+}
 
 /// A whole run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -64,184 +93,6 @@ pub struct DataConfig {
     pub train: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<PathBuf>,
-}
-
-/// How unlabeled prompts find their task.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StratifyConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_task: Option<String>,
-    /// Keyword rules, first match wins.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub classifier: Vec<ClassifierRule>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClassifierRule {
-    pub task: String,
-    /// A regex (Rust `regex` syntax) matched against the prompt's text.
-    pub pattern: String,
-}
-
-/// One task stratum's settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TaskConfig {
-    pub name: String,
-    /// rho_l, the weight of this task's gradient in the merge.
-    #[serde(default = "one")]
-    pub weight: f64,
-    pub reward: RewardConfig,
-    /// ANDed into y(a); empty = no constraints (an ablation).
-    #[serde(default)]
-    pub judges: Vec<JudgeSpec>,
-    /// What a judge error does: `violation` (default) or `drop`.
-    #[serde(default)]
-    pub judge_errors: ErrorPolicy,
-    pub optimizer: OptimizerConfig,
-    /// K, generations per prompt.
-    #[serde(default = "default_k")]
-    pub generations_per_prompt: usize,
-    /// B_l, prompts per step.
-    #[serde(default = "default_batch")]
-    pub batch_size: usize,
-    #[serde(default)]
-    pub kl: KlConfig,
-}
-
-fn one() -> f64 {
-    1.0
-}
-fn default_k() -> usize {
-    4
-}
-fn default_batch() -> usize {
-    8
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RewardConfig {
-    /// A key of `reward_models`.
-    pub model: String,
-    /// Use sigmoid(r - r(baseline)) (default) or the raw reward (ablation).
-    #[serde(default = "yes")]
-    pub calibrated: bool,
-    #[serde(default)]
-    pub baseline: BaselineSource,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// The learning-rate schedule after warm-up.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Schedule {
-    #[default]
-    Constant,
-    /// Cosine decay to 0 at the last step.
-    Cosine,
-}
-
-/// The training loop.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrainConfig {
-    pub steps: u64,
-    pub learning_rate: f64,
-    pub weight_decay: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub adam_eps: f64,
-    /// Linear warm-up from 0 over this many steps.
-    pub warmup_steps: u64,
-    pub schedule: Schedule,
-    /// Global gradient-norm clip after the merge; 0 turns it off.
-    pub max_grad_norm: f64,
-    /// Rollout sampling; `seed` and `samples_per_prompt` are set per step
-    /// and task (from the run's seed and the task's K).
-    pub sampling: SamplingConfig,
-    /// Evaluate on the evaluation prompts every this many steps (0 = never).
-    pub eval_every: u64,
-    /// Evaluation prompts per task and evaluation.
-    pub eval_prompts: usize,
-    /// Greedy (true) or sampled evaluation.
-    pub eval_greedy: bool,
-    /// Write a checkpoint every this many steps (0 = only at the end).
-    pub checkpoint_every: u64,
-    /// Where checkpoints and metrics go (relative to the config file).
-    pub output_dir: PathBuf,
-    /// Stop after this many consecutive steps skipped for a non-finite loss
-    /// or gradient.
-    pub max_consecutive_skips: u32,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        Self {
-            steps: 100,
-            learning_rate: 1e-5,
-            weight_decay: 0.0,
-            beta1: 0.9,
-            beta2: 0.999,
-            adam_eps: 1e-8,
-            warmup_steps: 0,
-            schedule: Schedule::Constant,
-            max_grad_norm: 1.0,
-            sampling: SamplingConfig::default(),
-            eval_every: 0,
-            eval_prompts: 32,
-            eval_greedy: true,
-            checkpoint_every: 0,
-            output_dir: PathBuf::from("runs/cgpo"),
-            max_consecutive_skips: 5,
-        }
-    }
-}
-
-impl TrainConfig {
-    fn validate(&self) -> Result<()> {
-        let key = |k: &str| format!("train.{k}");
-        check_config(key("learning_rate"), self.learning_rate, "> 0", |v| v > 0.0)?;
-        check_config(key("weight_decay"), self.weight_decay, ">= 0", |v| v >= 0.0)?;
-        check_config(key("beta1"), self.beta1, "in [0, 1)", |v| {
-            (0.0..1.0).contains(&v)
-        })?;
-        check_config(key("beta2"), self.beta2, "in [0, 1)", |v| {
-            (0.0..1.0).contains(&v)
-        })?;
-        check_config(key("adam_eps"), self.adam_eps, "> 0", |v| v > 0.0)?;
-        check_config(key("max_grad_norm"), self.max_grad_norm, ">= 0", |v| {
-            v >= 0.0
-        })?;
-        let s = &self.sampling;
-        check_config(
-            key("sampling.temperature"),
-            f64::from(s.temperature),
-            ">= 0",
-            |v| v >= 0.0,
-        )?;
-        check_config(
-            key("sampling.top_p"),
-            f64::from(s.top_p),
-            "in (0, 1]",
-            |v| v > 0.0 && v <= 1.0,
-        )?;
-        if s.max_new_tokens == 0 {
-            return Err(Error::config(
-                key("sampling.max_new_tokens"),
-                "must be >= 1",
-            ));
-        }
-        if self.steps == 0 {
-            return Err(Error::config(key("steps"), "must be >= 1"));
-        }
-        Ok(())
-    }
 }
 
 /// Parses one JSON document into `T`. A missing, unknown or mistyped key is
@@ -324,6 +175,72 @@ impl RunConfig {
         self.tasks.iter().map(|t| t.name.clone()).collect()
     }
 
+    /// Every task, built. Each reward model is built once and shared by the
+    /// tasks that name it; errors name the config key.
+    pub fn build_tasks(&self, registries: &Registries) -> Result<Vec<TaskSpec>> {
+        let mut models: BTreeMap<String, Arc<dyn RewardModel>> = BTreeMap::new();
+        for (name, spec) in &self.reward_models {
+            let model = registries.rewards.build(name, spec).map_err(|e| match e {
+                Error::Reward { message, .. } => {
+                    Error::config(format!("reward_models.{name}"), message)
+                }
+                other => other,
+            })?;
+            models.insert(name.clone(), model);
+        }
+        self.tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.build(
+                    &format!("tasks[{i}]"),
+                    &registries.judges,
+                    &models,
+                    &registries.losses,
+                )
+            })
+            .collect()
+    }
+
+    /// The records of a JSONL prompt file, per task in config order (sorted
+    /// by the `stratify` settings).
+    pub fn read_strata(&self, path: &Path) -> Result<Vec<Vec<Arc<crate::data::PromptRecord>>>> {
+        let names = self.task_names();
+        let strata = self
+            .stratify
+            .stratifier(&names)?
+            .stratify(read_prompts(path, Some(&names))?)?;
+        Ok(names.iter().map(|n| strata.records(n).to_vec()).collect())
+    }
+
+    /// The trainer this config describes: its tasks (from `registries`), its
+    /// data (`data.train`, optional `data.eval`), its policy (a frozen copy
+    /// is the reference) and loop. The config's JSON is recorded in every
+    /// checkpoint.
+    pub fn trainer(&self, registries: &Registries) -> Result<Trainer> {
+        let tasks = self.build_tasks(registries)?;
+        let train_path = self
+            .data
+            .train
+            .as_deref()
+            .ok_or_else(|| Error::config("data.train", "a training set is needed"))?;
+        let train = self.read_strata(train_path)?;
+        let eval = match &self.data.eval {
+            Some(path) => self.read_strata(path)?,
+            None => vec![Vec::new(); tasks.len()],
+        };
+        let (policy, tokenizer) = load_policy(&self.policy, self.seed)?;
+        let recorded = serde_json::to_value(self).map_err(|e| Error::config(".", e.to_string()))?;
+        let mut builder = Trainer::builder(policy, tokenizer)
+            .seed(self.seed)
+            .train_config(self.train.clone())
+            .record_config(recorded);
+        for ((task, train), eval) in tasks.into_iter().zip(train).zip(eval) {
+            builder = builder.task(task, train, eval);
+        }
+        builder.build()
+    }
+
     /// Checks every value that serde's types do not: ranges, references
     /// between sections, uniqueness.
     pub fn validate(&self) -> Result<()> {
@@ -331,22 +248,20 @@ impl RunConfig {
         if self.tasks.is_empty() {
             return Err(Error::config("tasks", "at least one task is needed"));
         }
+        let builtins = LossRegistry::with_builtins();
         let mut names = HashSet::new();
         for (i, t) in self.tasks.iter().enumerate() {
-            let key = |k: &str| format!("tasks[{i}].{k}");
-            if t.name.trim().is_empty() {
-                return Err(Error::config(key("name"), "must not be empty"));
-            }
+            let key = format!("tasks[{i}]");
+            t.validate(&key, &builtins)?;
             if !names.insert(t.name.as_str()) {
                 return Err(Error::config(
-                    key("name"),
+                    format!("{key}.name"),
                     format!("duplicate task `{}`", t.name),
                 ));
             }
-            check_config(key("weight"), t.weight, ">= 0", |w| w >= 0.0)?;
             if !self.reward_models.contains_key(&t.reward.model) {
                 return Err(Error::config(
-                    key("reward.model"),
+                    format!("{key}.reward.model"),
                     format!(
                         "unknown reward model `{}` (reward_models: {})",
                         t.reward.model,
@@ -358,26 +273,6 @@ impl RunConfig {
                     ),
                 ));
             }
-            if t.generations_per_prompt == 0 {
-                return Err(Error::config(key("generations_per_prompt"), "must be >= 1"));
-            }
-            if t.batch_size == 0 {
-                return Err(Error::config(key("batch_size"), "must be >= 1"));
-            }
-            t.optimizer.validate(key, t.generations_per_prompt)?;
-            check_config(key("kl.coef"), t.kl.coef, ">= 0", |v| v >= 0.0)?;
-            if let Some(target) = t.kl.target {
-                check_config(key("kl.target"), target, "> 0", |v| v > 0.0)?;
-                if t.kl.horizon == 0 {
-                    return Err(Error::config(key("kl.horizon"), "must be >= 1"));
-                }
-                if t.kl.coef == 0.0 {
-                    return Err(Error::config(
-                        key("kl.coef"),
-                        "must be > 0 when `kl.target` is set (the adaptive coefficient scales it)",
-                    ));
-                }
-            }
         }
         if self.tasks.iter().all(|t| t.weight == 0.0) {
             return Err(Error::config(
@@ -385,28 +280,7 @@ impl RunConfig {
                 "every task has weight 0; at least one must be > 0",
             ));
         }
-        let known = |name: &str| self.tasks.iter().any(|t| t.name == name);
-        let listed = || self.task_names().join(", ");
-        if let Some(d) = &self.stratify.default_task {
-            if !known(d) {
-                return Err(Error::config(
-                    "stratify.default_task",
-                    format!("unknown task `{d}` (tasks: {})", listed()),
-                ));
-            }
-        }
-        for (i, rule) in self.stratify.classifier.iter().enumerate() {
-            if !known(&rule.task) {
-                return Err(Error::config(
-                    format!("stratify.classifier[{i}].task"),
-                    format!("unknown task `{}` (tasks: {})", rule.task, listed()),
-                ));
-            }
-            regex::Regex::new(&rule.pattern).map_err(|e| {
-                Error::config(format!("stratify.classifier[{i}].pattern"), e.to_string())
-            })?;
-        }
-        Ok(())
+        self.stratify.validate(&self.task_names())
     }
 }
 
@@ -445,14 +319,10 @@ mod tests {
         );
         assert!(t.reward.calibrated && t.judges.is_empty());
         assert_eq!(t.reward.baseline, BaselineSource::DatasetThenPolicySample);
-        assert_eq!(t.judge_errors, ErrorPolicy::Violation);
+        assert_eq!(t.judge_errors, cgpo_judges::ErrorPolicy::Violation);
         assert_eq!(
-            t.optimizer,
-            OptimizerConfig::Crpg {
-                kl_max: 10.0,
-                baseline: PgBaseline::Batch,
-                clip_kl_weight: false
-            }
+            loss_of(&t.optimizer),
+            format!("{:?}", crate::optim::Crpg::default())
         );
         assert_eq!(t.kl, KlConfig::default());
         let codpo = RunConfig::from_json(
@@ -462,11 +332,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            codpo.tasks[0].optimizer,
-            OptimizerConfig::Codpo {
-                beta: 0.1,
-                lambda: 5.0
-            }
+            loss_of(&codpo.tasks[0].optimizer),
+            format!(
+                "{:?}",
+                crate::optim::Codpo {
+                    beta: 0.1,
+                    lambda: 5.0
+                }
+            )
         );
     }
 
@@ -528,13 +401,8 @@ mod tests {
             ),
             (
                 Box::new(|v| v["tasks"][0]["optimizer"]["klmax"] = json!(1.0)),
-                "tasks[0].optimizer",
+                "tasks[0].optimizer.klmax",
                 "unknown field `klmax`",
-            ),
-            (
-                Box::new(|v| v["tasks"][0]["optimizer"]["name"] = json!("ppo")),
-                "tasks[0].optimizer.name",
-                "unknown variant `ppo`",
             ),
             (
                 Box::new(|v| v["tasks"][0]["judges"] = json!([{"name": "regex", "param": {}}])),
@@ -689,6 +557,12 @@ mod tests {
         );
     }
 
+    /// The built loss `spec` names, as its Debug form.
+    fn loss_of(spec: &LossSpec) -> String {
+        let loss = LossRegistry::with_builtins().build(spec, "t").unwrap();
+        format!("{loss:?}")
+    }
+
     fn config_with(optimizer: serde_json::Value, k: usize) -> Result<RunConfig> {
         let v = serde_json::json!({
             "reward_models": {"rm": {"name": "lexical"}},
@@ -700,55 +574,41 @@ mod tests {
 
     #[test]
     fn baseline_optimizers_parse_with_defaults_and_round_trip() {
-        use crate::optim::RewardKind;
+        use crate::optim::{OnlineDpo, Pg, Raft, RewardKind};
         use serde_json::json;
         let cases = [
-            (
-                json!({"name": "pg"}),
-                OptimizerConfig::Pg {
-                    reward: RewardKind::Raw,
-                    clip_ratio: None,
-                    epochs: 1,
-                },
-            ),
+            (json!({"name": "pg"}), format!("{:?}", Pg::default())),
             (
                 json!({"name": "pg", "reward": "calibrated", "clip_ratio": 0.2, "epochs": 4}),
-                OptimizerConfig::Pg {
-                    reward: RewardKind::Calibrated,
-                    clip_ratio: Some(0.2),
-                    epochs: 4,
-                },
+                format!(
+                    "{:?}",
+                    Pg {
+                        reward: RewardKind::Calibrated,
+                        clip_ratio: Some(0.2),
+                        epochs: 4,
+                    }
+                ),
             ),
             (
                 json!({"name": "online_dpo"}),
-                OptimizerConfig::OnlineDpo {
-                    beta: 0.1,
-                    lambda: 5.0,
-                },
+                format!("{:?}", OnlineDpo::default()),
             ),
-            (json!({"name": "raft"}), OptimizerConfig::Raft {}),
+            (json!({"name": "raft"}), format!("{:?}", Raft {})),
         ];
         for (json, want) in cases {
             let c = config_with(json.clone(), 4).unwrap();
-            assert_eq!(c.tasks[0].optimizer, want, "{json}");
-            assert_eq!(c.tasks[0].optimizer.name(), json["name"].as_str().unwrap());
+            assert_eq!(loss_of(&c.tasks[0].optimizer), want, "{json}");
+            assert_eq!(c.tasks[0].optimizer.name, json["name"].as_str().unwrap());
             let again = RunConfig::from_json(&c.to_json()).unwrap();
             assert_eq!(again, c);
         }
-        assert_eq!(
-            config_with(json!({"name": "pg", "epochs": 3}), 4)
-                .unwrap()
-                .tasks[0]
-                .optimizer
-                .epochs(),
-            3
-        );
-        assert_eq!(
-            config_with(json!({"name": "codpo"}), 4).unwrap().tasks[0]
-                .optimizer
-                .epochs(),
-            1
-        );
+        let epochs = |json| {
+            let c = config_with(json, 4).unwrap();
+            let losses = LossRegistry::with_builtins();
+            losses.build(&c.tasks[0].optimizer, "t").unwrap().epochs()
+        };
+        assert_eq!(epochs(json!({"name": "pg", "epochs": 3})), 3);
+        assert_eq!(epochs(json!({"name": "codpo"})), 1);
     }
 
     #[test]
@@ -776,7 +636,7 @@ mod tests {
             (
                 json!({"name": "pg", "reward": "both"}),
                 4,
-                "tasks[0].optimizer",
+                "tasks[0].optimizer.reward",
                 "unknown variant `both`",
             ),
             (
@@ -794,7 +654,7 @@ mod tests {
             (
                 json!({"name": "raft", "kl_max": 1.0}),
                 4,
-                "tasks[0].optimizer",
+                "tasks[0].optimizer.kl_max",
                 "unknown field `kl_max`",
             ),
         ];
@@ -810,5 +670,156 @@ mod tests {
                 other => panic!("{json}: expected a config error, got {other:?}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod build_tests {
+    use super::*;
+    use crate::data::{PromptRecord, Sample};
+    use serde_json::json;
+
+    fn config(tasks: serde_json::Value) -> RunConfig {
+        RunConfig::from_json(
+            &json!({"reward_models": {"rm": {"name": "lexical", "params": {"per_word": 1.0}}}, "tasks": tasks}).to_string(),
+        )
+        .unwrap()
+    }
+
+    fn build(c: &RunConfig) -> Result<Vec<TaskSpec>> {
+        c.build_tasks(&Registries::default())
+    }
+
+    fn build_err(c: &RunConfig) -> String {
+        build(c).err().expect("expected a build error").to_string()
+    }
+
+    #[test]
+    fn tasks_share_a_reward_model_but_not_settings() {
+        let c = config(json!([
+            {"name": "a", "weight": 0.25, "reward": {"model": "rm"}, "optimizer": {"name": "crpg"}, "batch_size": 3},
+            {"name": "b", "reward": {"model": "rm", "calibrated": false}, "optimizer": {"name": "crraft", "kl_max": 1.0},
+             "judges": [{"name": "length", "params": {"max_words": 2}}, {"name": "length", "label": "long", "params": {"min_words": 1}}]}
+        ]));
+        let tasks = build(&c).unwrap();
+        assert!(Arc::ptr_eq(
+            tasks[0].reward.model(),
+            tasks[1].reward.model()
+        ));
+        assert_eq!(
+            (tasks[0].weight, tasks[0].batch_size, tasks[0].judges.len()),
+            (0.25, 3, 0)
+        );
+        assert!(!tasks[1].calibrated);
+        assert_eq!(
+            tasks[1].judges.names().collect::<Vec<_>>(),
+            ["length", "long"]
+        );
+    }
+
+    #[test]
+    fn judge_problems_name_the_config_key() {
+        let unknown = config(
+            json!([{"name": "a", "reward": {"model": "rm"}, "optimizer": {"name": "crpg"},
+            "judges": [{"name": "length", "params": {"max_words": 2}}, {"name": "ifevil"}]}]),
+        );
+        let msg = build_err(&unknown);
+        assert!(
+            msg.starts_with(
+                "config `tasks[0].judges[1]`: unknown judge `ifevil` (known: code, ifeval, length, llm, math, refusal, regex)"
+            ),
+            "{msg}"
+        );
+        let params = config(
+            json!([{"name": "a", "reward": {"model": "rm"}, "optimizer": {"name": "crpg"},
+            "judges": [{"name": "regex", "params": {"pattern": "x", "must": true}}]}]),
+        );
+        assert!(
+            build_err(&params).contains("tasks[0].judges[0]`: judge `regex`: unknown field `must`")
+        );
+        let dup = config(
+            json!([{"name": "a", "reward": {"model": "rm"}, "optimizer": {"name": "crpg"},
+            "judges": [{"name": "regex", "params": {"pattern": "x"}}, {"name": "regex", "params": {"pattern": "y"}}]}]),
+        );
+        assert!(build_err(&dup)
+            .contains("tasks[0].judges`: two judges in one mixture are named `regex`"));
+    }
+
+    #[test]
+    fn reward_model_problems_name_the_config_key() {
+        let mut c = config(
+            json!([{"name": "a", "reward": {"model": "rm"}, "optimizer": {"name": "crpg"}}]),
+        );
+        c.reward_models.get_mut("rm").unwrap().name = "bt".into();
+        assert!(build_err(&c)
+            .starts_with("config `reward_models.rm`: unknown reward model `bt` (known: bradley_terry, http, lexical)"));
+        c.reward_models.get_mut("rm").unwrap().name = "lexical".into();
+        c.reward_models.get_mut("rm").unwrap().params = json!({"per_wrd": 1});
+        assert!(build_err(&c).contains("unknown field `per_wrd`"));
+    }
+
+    #[test]
+    fn user_judges_and_models_register_by_name() {
+        let mut judges = JudgeRegistry::with_builtins();
+        judges.register("always_fail", |name, _| {
+            Ok(Box::new(cgpo_judges::FnJudge::new(
+                name,
+                |_: &cgpo_judges::SampleView| cgpo_judges::Verdict::fail("no"),
+            )))
+        });
+        let c = config(
+            json!([{"name": "a", "reward": {"model": "rm", "baseline": "dataset"}, "optimizer": {"name": "crpg"},
+            "judges": [{"name": "always_fail"}]}]),
+        );
+        let registries = Registries {
+            judges,
+            ..Registries::default()
+        };
+        let tasks = c.build_tasks(&registries).unwrap();
+        let record = Arc::new(PromptRecord::new("p", "q").with_baseline("b"));
+        let mut samples = vec![Sample::new(record, "r")];
+        let report = tasks[0].assess(&mut samples, None).unwrap();
+        assert_eq!(report.stats[0].fail, 1);
+        assert!(!samples[0].judgement.as_ref().unwrap().is_positive());
+        assert_eq!(samples[0].reward.unwrap().calibrated, 0.5);
+    }
+
+    #[test]
+    fn an_unknown_optimizer_is_an_error_when_built() {
+        let c = config(
+            json!([{"name": "a", "reward": {"model": "rm"}, "optimizer": {"name": "crpgg"}}]),
+        );
+        let msg = build_err(&c);
+        assert!(
+            msg.starts_with("config `tasks[0].optimizer.name`: unknown optimizer `crpgg` (registered: codpo, crpg, crraft, online_dpo, pg, raft)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_stratifier_follows_the_config() {
+        let mut c = config(json!([
+            {"name": "math", "reward": {"model": "rm"}, "optimizer": {"name": "crpg"}},
+            {"name": "chat", "reward": {"model": "rm"}, "optimizer": {"name": "crpg"}}
+        ]));
+        c.stratify.classifier = vec![ClassifierRule {
+            task: "math".into(),
+            pattern: r"\d".into(),
+        }];
+        let records = || vec![PromptRecord::new("a", "1+1"), PromptRecord::new("b", "hi")];
+        assert!(c
+            .stratify
+            .stratifier(&c.task_names())
+            .unwrap()
+            .stratify(records())
+            .is_err());
+        c.stratify.default_task = Some("chat".into());
+        let s = c
+            .stratify
+            .stratifier(&c.task_names())
+            .unwrap()
+            .stratify(records())
+            .unwrap();
+        assert_eq!((s.records("math").len(), s.records("chat").len()), (1, 1));
     }
 }

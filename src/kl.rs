@@ -34,7 +34,7 @@
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{check_config, Error, Result};
 pub use crate::ops::KlEstimator;
 use crate::ops::{kl_estimate, token_kl};
 
@@ -66,6 +66,45 @@ impl Default for KlConfig {
             target: None,
             horizon: default_horizon(),
         }
+    }
+}
+
+impl KlEstimator {
+    /// Of the k1 and k3 estimates measured on the sampled tokens, the one
+    /// the adaptive controller tracks: k1 for `k1`, else k3.
+    pub fn tracked(self, k1: f64, k3: f64) -> f64 {
+        match self {
+            KlEstimator::K1 => k1,
+            _ => k3,
+        }
+    }
+}
+
+impl KlConfig {
+    /// Checks the settings; errors name `key` (the config's path, e.g.
+    /// `tasks[0].kl`).
+    pub fn validate(&self, key: &str) -> Result<()> {
+        let key = |k: &str| format!("{key}.{k}");
+        check_config(key("coef"), self.coef, ">= 0", |v| v >= 0.0)?;
+        if let Some(target) = self.target {
+            check_config(key("target"), target, "> 0", |v| v > 0.0)?;
+            if self.horizon == 0 {
+                return Err(Error::config(key("horizon"), "must be >= 1"));
+            }
+            if self.coef == 0.0 {
+                return Err(Error::config(
+                    key("coef"),
+                    "must be > 0 when `kl.target` is set (the adaptive coefficient scales it)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the penalty needs both models' full logits (the `full`
+    /// estimator with a non-zero coefficient).
+    pub fn needs_logits(&self) -> bool {
+        self.estimator == KlEstimator::Full && self.coef > 0.0
     }
 }
 

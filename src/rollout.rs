@@ -57,14 +57,51 @@ pub struct SamplingConfig {
 
 impl Default for SamplingConfig {
     fn default() -> Self {
+        Decoding::default().sampling(1, 0)
+    }
+}
+
+/// How responses are decoded, as a run config sets it (`train.sampling`).
+/// The trainer adds the seed and K of each step and task
+/// ([`Decoding::sampling`]), so a config has no field it would ignore.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Decoding {
+    pub max_new_tokens: usize,
+    /// 0 = greedy (argmax).
+    pub temperature: f32,
+    /// Keep the k most likely tokens; 0 = all.
+    pub top_k: usize,
+    /// Keep the smallest set of tokens with this much probability; 1 = all.
+    pub top_p: f32,
+    /// Stop a response at the tokenizer's stop tokens.
+    pub stop_at_eos: bool,
+}
+
+impl Default for Decoding {
+    fn default() -> Self {
         Self {
             max_new_tokens: 64,
             temperature: 1.0,
             top_k: 0,
             top_p: 1.0,
-            seed: 0,
-            samples_per_prompt: 1,
             stop_at_eos: true,
+        }
+    }
+}
+
+impl Decoding {
+    /// The sampling settings for `samples_per_prompt` responses per prompt
+    /// from `seed`.
+    pub fn sampling(&self, samples_per_prompt: usize, seed: u64) -> SamplingConfig {
+        SamplingConfig {
+            max_new_tokens: self.max_new_tokens,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed,
+            samples_per_prompt,
+            stop_at_eos: self.stop_at_eos,
         }
     }
 }

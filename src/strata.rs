@@ -23,6 +23,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use regex::Regex;
+use serde::{Deserialize, Serialize};
 
 use crate::data::PromptRecord;
 use crate::error::{DataError, Error, Result};
@@ -248,6 +249,70 @@ impl fmt::Display for Strata {
             )?;
         }
         write!(f, "{:<16} {:>7}", "total", self.total())
+    }
+}
+
+/// How unlabeled prompts find their task.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StratifyConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_task: Option<String>,
+    /// Keyword rules, first match wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classifier: Vec<ClassifierRule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierRule {
+    pub task: String,
+    /// A regex (Rust `regex` syntax) matched against the prompt's text.
+    pub pattern: String,
+}
+
+impl StratifyConfig {
+    /// Checks the rules against the run's tasks; errors name the key
+    /// (`stratify.classifier[0].task`).
+    pub fn validate(&self, tasks: &[String]) -> Result<()> {
+        let known = |name: &str| tasks.iter().any(|t| t == name);
+        let listed = || tasks.join(", ");
+        if let Some(d) = &self.default_task {
+            if !known(d) {
+                return Err(Error::config(
+                    "stratify.default_task",
+                    format!("unknown task `{d}` (tasks: {})", listed()),
+                ));
+            }
+        }
+        for (i, rule) in self.classifier.iter().enumerate() {
+            if !known(&rule.task) {
+                return Err(Error::config(
+                    format!("stratify.classifier[{i}].task"),
+                    format!("unknown task `{}` (tasks: {})", rule.task, listed()),
+                ));
+            }
+            Regex::new(&rule.pattern).map_err(|e| {
+                Error::config(format!("stratify.classifier[{i}].pattern"), e.to_string())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The stratifier over `tasks` these settings describe.
+    pub fn stratifier(&self, tasks: &[String]) -> Result<Stratifier> {
+        let mut stratifier = Stratifier::new(tasks.iter().cloned());
+        if !self.classifier.is_empty() {
+            let rules = self
+                .classifier
+                .iter()
+                .map(|r| (r.task.clone(), r.pattern.clone()));
+            stratifier = stratifier.with_classifier(KeywordClassifier::new(rules)?);
+        }
+        if let Some(d) = &self.default_task {
+            stratifier = stratifier.with_default_task(d.clone());
+        }
+        Ok(stratifier)
     }
 }
 

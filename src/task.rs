@@ -1,25 +1,22 @@
-//! A built task stratum, [`TaskSpec`]: the live objects (reward model with
-//! its baseline cache, mixture of judges) plus the task's optimizer, K,
-//! batch size and KL settings. Built from a [`RunConfig`] with registries
-//! that map judge and reward-model names to code.
+//! A task stratum, [`TaskSpec`]: the live objects (reward model with its
+//! baseline cache, mixture of judges, loss) and the task's weight, K, batch
+//! size and KL settings. Build one in code, or from its config
+//! ([`TaskConfig::build`], with registries that map judge, reward-model and
+//! loss names to code).
 //!
 //! ```
-//! use cgpo::config::RunConfig;
-//! use cgpo::data::{PromptRecord, Sample};
-//! use cgpo::judges::JudgeRegistry;
-//! use cgpo::reward::RewardRegistry;
-//! use cgpo::task::build_tasks;
 //! use std::sync::Arc;
-//! let config = RunConfig::from_json(r#"{
-//!   "reward_models": {"rm": {"name": "lexical", "params": {"per_word": 1.0}}},
-//!   "tasks": [{"name": "chat", "reward": {"model": "rm", "baseline": "dataset"},
-//!              "judges": [{"name": "length", "params": {"max_words": 3}}],
-//!              "optimizer": {"name": "crraft"}}]
-//! }"#).unwrap();
-//! let tasks = build_tasks(&config, &JudgeRegistry::with_builtins(), &RewardRegistry::with_builtins()).unwrap();
+//! use cgpo::data::{PromptRecord, Sample};
+//! use cgpo::judges::{LengthJudge, MixtureOfJudges};
+//! use cgpo::optim::Crraft;
+//! use cgpo::reward::{BaselineSource, CalibratedReward, LexicalReward};
+//! use cgpo::task::TaskSpec;
+//! let judges = MixtureOfJudges::new(vec![Box::new(LengthJudge::new("length", None, Some(3)))]).unwrap();
+//! let reward = CalibratedReward::new(Arc::new(LexicalReward::new("rm", 1.0, [])), BaselineSource::Dataset);
+//! let task = TaskSpec::new("chat", judges, reward, Arc::new(Crraft::default())).with_batch(4, 2);
 //! let record = Arc::new(PromptRecord::new("p", "Greet me.").with_baseline("Hello."));
 //! let mut samples = vec![Sample::new(record.clone(), "Hi there."), Sample::new(record, "Hello to you, dear friend.")];
-//! let report = tasks[0].assess(&mut samples, None).unwrap();
+//! let report = task.assess(&mut samples, None).unwrap();
 //! assert_eq!(report.stats[0].fail, 1);
 //! assert!(samples[0].judgement.as_ref().unwrap().is_positive());
 //! assert!(samples[1].reward.unwrap().calibrated > samples[0].reward.unwrap().calibrated);
@@ -28,13 +25,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cgpo_judges::{JudgeRegistry, MixtureOfJudges, MixtureReport, SampleView};
+use cgpo_judges::{
+    ErrorPolicy, JudgeRegistry, JudgeSpec, MixtureOfJudges, MixtureReport, SampleView,
+};
+use serde::{Deserialize, Serialize};
 
-use crate::config::{KlConfig, OptimizerConfig, RunConfig};
 use crate::data::Sample;
-use crate::error::{Error, Result};
-use crate::reward::{BaselineGenerator, CalibratedReward, RewardModel, RewardRegistry};
-use crate::strata::{KeywordClassifier, Stratifier};
+use crate::error::{check_config, Error, Result};
+use crate::kl::KlConfig;
+use crate::optim::{LossRegistry, LossSpec, TaskLoss};
+use crate::reward::{BaselineGenerator, BaselineSource, CalibratedReward, RewardModel};
 
 /// One task, ready to use.
 pub struct TaskSpec {
@@ -45,13 +45,76 @@ pub struct TaskSpec {
     /// Whether the optimizer sees the calibrated (true) or raw reward.
     pub calibrated: bool,
     pub judges: MixtureOfJudges,
-    pub optimizer: OptimizerConfig,
+    /// The task's optimizer: its loss (CRPG, CODPO, CRRAFT, a baseline or
+    /// one of the user's).
+    pub loss: Arc<dyn TaskLoss>,
+    /// K, responses per prompt.
     pub generations_per_prompt: usize,
+    /// B_l, prompts per step.
     pub batch_size: usize,
+    /// The task's own KL penalty.
     pub kl: KlConfig,
 }
 
 impl TaskSpec {
+    /// A task with weight 1, calibrated rewards, K = 4, B = 8 and no KL
+    /// penalty; change them with the `with_*` methods.
+    pub fn new(
+        name: impl Into<String>,
+        judges: MixtureOfJudges,
+        reward: CalibratedReward,
+        loss: Arc<dyn TaskLoss>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            weight: 1.0,
+            reward,
+            calibrated: true,
+            judges,
+            loss,
+            generations_per_prompt: DEFAULT_K,
+            batch_size: DEFAULT_BATCH,
+            kl: KlConfig::default(),
+        }
+    }
+
+    /// rho_l, the weight of this task's gradient in the merge.
+    pub fn with_weight(mut self, weight: f64) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// K responses per prompt, B prompts per step.
+    pub fn with_batch(mut self, generations_per_prompt: usize, batch_size: usize) -> Self {
+        self.generations_per_prompt = generations_per_prompt;
+        self.batch_size = batch_size;
+        self
+    }
+
+    pub fn with_kl(mut self, kl: KlConfig) -> Self {
+        self.kl = kl;
+        self
+    }
+
+    /// Whether the loss sees the calibrated reward (true) or the raw one.
+    pub fn with_calibrated(mut self, calibrated: bool) -> Self {
+        self.calibrated = calibrated;
+        self
+    }
+
+    /// Checks the settings the types do not; errors name `key` (the
+    /// task's config path, e.g. `tasks[1]`).
+    pub fn validate(&self, key: &str) -> Result<()> {
+        check_settings(
+            key,
+            &self.name,
+            self.weight,
+            (self.generations_per_prompt, self.batch_size),
+            &self.kl,
+            Some(self.loss.as_ref()),
+        )
+    }
+
     /// The raw reward-model score of each view (no calibration, no
     /// judges); a scoring error names this task.
     pub fn raw_scores(&self, views: &[SampleView<'_>]) -> Result<Vec<f32>> {
@@ -80,207 +143,160 @@ impl TaskSpec {
     }
 }
 
-/// Builds every task of `config`. Each reward model is built once and
-/// shared by the tasks that name it; errors name the config key.
-pub fn build_tasks(
-    config: &RunConfig,
-    judges: &JudgeRegistry,
-    rewards: &RewardRegistry,
-) -> Result<Vec<TaskSpec>> {
-    let mut models: BTreeMap<&str, Arc<dyn RewardModel>> = BTreeMap::new();
-    for (name, spec) in &config.reward_models {
-        let model = rewards.build(name, spec).map_err(|e| match e {
-            Error::Reward { message, .. } => {
-                Error::config(format!("reward_models.{name}"), message)
-            }
-            other => other,
-        })?;
-        models.insert(name, model);
-    }
-    config
-        .tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let built = t
-                .judges
-                .iter()
-                .enumerate()
-                .map(|(j, spec)| {
-                    judges.build(spec).map_err(|e| {
-                        Error::config(format!("tasks[{i}].judges[{j}]"), e.to_string())
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let mixture = MixtureOfJudges::new(built)
-                .map_err(|e| Error::config(format!("tasks[{i}].judges"), e.to_string()))?
-                .with_error_policy(t.judge_errors);
-            let model = models
-                .get(t.reward.model.as_str())
-                .cloned()
-                .ok_or_else(|| {
-                    Error::config(
-                        format!("tasks[{i}].reward.model"),
-                        format!("unknown reward model `{}`", t.reward.model),
-                    )
-                })?;
-            Ok(TaskSpec {
-                name: t.name.clone(),
-                weight: t.weight,
-                reward: CalibratedReward::new(model, t.reward.baseline),
-                calibrated: t.reward.calibrated,
-                judges: mixture,
-                optimizer: t.optimizer.clone(),
-                generations_per_prompt: t.generations_per_prompt,
-                batch_size: t.batch_size,
-                kl: t.kl.clone(),
-            })
-        })
-        .collect()
+/// One task stratum's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    pub name: String,
+    /// rho_l, the weight of this task's gradient in the merge.
+    #[serde(default = "one")]
+    pub weight: f64,
+    pub reward: RewardConfig,
+    /// ANDed into y(a); empty = no constraints (an ablation).
+    #[serde(default)]
+    pub judges: Vec<JudgeSpec>,
+    /// What a judge error does: `violation` (default) or `drop`.
+    #[serde(default)]
+    pub judge_errors: ErrorPolicy,
+    /// The loss by name with its settings (`{"name": "crpg", "kl_max": 20}`).
+    pub optimizer: LossSpec,
+    /// K, generations per prompt.
+    #[serde(default = "default_k")]
+    pub generations_per_prompt: usize,
+    /// B_l, prompts per step.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub kl: KlConfig,
 }
 
-/// The stratifier `config.stratify` describes.
-pub fn build_stratifier(config: &RunConfig) -> Result<Stratifier> {
-    let mut stratifier = Stratifier::new(config.task_names());
-    if !config.stratify.classifier.is_empty() {
-        let rules = config
-            .stratify
-            .classifier
+fn one() -> f64 {
+    1.0
+}
+fn default_k() -> usize {
+    DEFAULT_K
+}
+fn default_batch() -> usize {
+    DEFAULT_BATCH
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardConfig {
+    /// A key of `reward_models`.
+    pub model: String,
+    /// Use sigmoid(r - r(baseline)) (default) or the raw reward (ablation).
+    #[serde(default = "yes")]
+    pub calibrated: bool,
+    #[serde(default)]
+    pub baseline: BaselineSource,
+}
+
+fn yes() -> bool {
+    true
+}
+
+const DEFAULT_K: usize = 4;
+const DEFAULT_BATCH: usize = 8;
+
+/// The checks shared by [`TaskSpec::validate`] and [`TaskConfig::validate`]:
+/// a name, weight >= 0, K and B >= 1, K enough for the loss, the KL
+/// settings.
+fn check_settings(
+    key: &str,
+    name: &str,
+    weight: f64,
+    (k, batch): (usize, usize),
+    kl: &KlConfig,
+    loss: Option<&dyn TaskLoss>,
+) -> Result<()> {
+    let key = |k: &str| format!("{key}.{k}");
+    if name.trim().is_empty() {
+        return Err(Error::config(key("name"), "must not be empty"));
+    }
+    check_config(key("weight"), weight, ">= 0", |w| w >= 0.0)?;
+    if k == 0 {
+        return Err(Error::config(key("generations_per_prompt"), "must be >= 1"));
+    }
+    if batch == 0 {
+        return Err(Error::config(key("batch_size"), "must be >= 1"));
+    }
+    if let Some(loss) = loss {
+        if k < loss.min_generations() {
+            return Err(Error::config(
+                key("generations_per_prompt"),
+                format!(
+                    "{} needs at least {} generations per prompt to form a pair",
+                    loss.name(),
+                    loss.min_generations()
+                ),
+            ));
+        }
+    }
+    kl.validate(&key("kl"))
+}
+
+impl TaskConfig {
+    /// Checks what can be checked without building: the settings, and the
+    /// loss's parameters when `losses` knows its name (a loss registered
+    /// later is checked by [`TaskConfig::build`]). `key`: `tasks[1]`.
+    pub fn validate(&self, key: &str, losses: &LossRegistry) -> Result<()> {
+        let loss = if losses.names().contains(&self.optimizer.name.as_str()) {
+            Some(losses.build(&self.optimizer, &format!("{key}.optimizer"))?)
+        } else {
+            None
+        };
+        check_settings(
+            key,
+            &self.name,
+            self.weight,
+            (self.generations_per_prompt, self.batch_size),
+            &self.kl,
+            loss.as_deref(),
+        )
+    }
+
+    /// The live task: its judges and loss from the registries, its reward
+    /// model from `models` (built once per instance, shared by the tasks
+    /// that name it). `key` is the task's config path (`tasks[1]`).
+    pub fn build(
+        &self,
+        key: &str,
+        judges: &JudgeRegistry,
+        models: &BTreeMap<String, Arc<dyn RewardModel>>,
+        losses: &LossRegistry,
+    ) -> Result<TaskSpec> {
+        let built = self
+            .judges
             .iter()
-            .map(|r| (r.task.clone(), r.pattern.clone()));
-        stratifier = stratifier.with_classifier(KeywordClassifier::new(rules)?);
-    }
-    if let Some(d) = &config.stratify.default_task {
-        stratifier = stratifier.with_default_task(d.clone());
-    }
-    Ok(stratifier)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::data::PromptRecord;
-    use serde_json::json;
-
-    fn config(tasks: serde_json::Value) -> RunConfig {
-        RunConfig::from_json(
-            &json!({"reward_models": {"rm": {"name": "lexical", "params": {"per_word": 1.0}}}, "tasks": tasks}).to_string(),
+            .enumerate()
+            .map(|(j, spec)| {
+                judges
+                    .build(spec)
+                    .map_err(|e| Error::config(format!("{key}.judges[{j}]"), e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mixture = MixtureOfJudges::new(built)
+            .map_err(|e| Error::config(format!("{key}.judges"), e.to_string()))?
+            .with_error_policy(self.judge_errors);
+        let model = models.get(&self.reward.model).cloned().ok_or_else(|| {
+            Error::config(
+                format!("{key}.reward.model"),
+                format!("unknown reward model `{}`", self.reward.model),
+            )
+        })?;
+        let loss = losses.build(&self.optimizer, &format!("{key}.optimizer"))?;
+        let task = TaskSpec::new(
+            self.name.clone(),
+            mixture,
+            CalibratedReward::new(model, self.reward.baseline),
+            loss,
         )
-        .unwrap()
-    }
-
-    fn build(c: &RunConfig) -> Result<Vec<TaskSpec>> {
-        build_tasks(
-            c,
-            &JudgeRegistry::with_builtins(),
-            &RewardRegistry::with_builtins(),
-        )
-    }
-
-    fn build_err(c: &RunConfig) -> String {
-        build(c).err().expect("expected a build error").to_string()
-    }
-
-    #[test]
-    fn tasks_share_a_reward_model_but_not_settings() {
-        let c = config(json!([
-            {"name": "a", "weight": 0.25, "reward": {"model": "rm"}, "optimizer": {"name": "crpg"}, "batch_size": 3},
-            {"name": "b", "reward": {"model": "rm", "calibrated": false}, "optimizer": {"name": "crraft", "kl_max": 1.0},
-             "judges": [{"name": "length", "params": {"max_words": 2}}, {"name": "length", "label": "long", "params": {"min_words": 1}}]}
-        ]));
-        let tasks = build(&c).unwrap();
-        assert!(Arc::ptr_eq(
-            tasks[0].reward.model(),
-            tasks[1].reward.model()
-        ));
-        assert_eq!(
-            (tasks[0].weight, tasks[0].batch_size, tasks[0].judges.len()),
-            (0.25, 3, 0)
-        );
-        assert!(!tasks[1].calibrated);
-        assert_eq!(
-            tasks[1].judges.names().collect::<Vec<_>>(),
-            ["length", "long"]
-        );
-    }
-
-    #[test]
-    fn judge_problems_name_the_config_key() {
-        let unknown = config(
-            json!([{"name": "a", "reward": {"model": "rm"}, "optimizer": {"name": "crpg"},
-            "judges": [{"name": "length", "params": {"max_words": 2}}, {"name": "ifevil"}]}]),
-        );
-        let msg = build_err(&unknown);
-        assert!(
-            msg.starts_with(
-                "config `tasks[0].judges[1]`: unknown judge `ifevil` (known: code, ifeval, length, llm, math, refusal, regex)"
-            ),
-            "{msg}"
-        );
-        let params = config(
-            json!([{"name": "a", "reward": {"model": "rm"}, "optimizer": {"name": "crpg"},
-            "judges": [{"name": "regex", "params": {"pattern": "x", "must": true}}]}]),
-        );
-        assert!(
-            build_err(&params).contains("tasks[0].judges[0]`: judge `regex`: unknown field `must`")
-        );
-        let dup = config(
-            json!([{"name": "a", "reward": {"model": "rm"}, "optimizer": {"name": "crpg"},
-            "judges": [{"name": "regex", "params": {"pattern": "x"}}, {"name": "regex", "params": {"pattern": "y"}}]}]),
-        );
-        assert!(build_err(&dup)
-            .contains("tasks[0].judges`: two judges in one mixture are named `regex`"));
-    }
-
-    #[test]
-    fn reward_model_problems_name_the_config_key() {
-        let mut c = config(
-            json!([{"name": "a", "reward": {"model": "rm"}, "optimizer": {"name": "crpg"}}]),
-        );
-        c.reward_models.get_mut("rm").unwrap().name = "bt".into();
-        assert!(build_err(&c)
-            .starts_with("config `reward_models.rm`: unknown reward model `bt` (known: bradley_terry, http, lexical)"));
-        c.reward_models.get_mut("rm").unwrap().name = "lexical".into();
-        c.reward_models.get_mut("rm").unwrap().params = json!({"per_wrd": 1});
-        assert!(build_err(&c).contains("unknown field `per_wrd`"));
-    }
-
-    #[test]
-    fn user_judges_and_models_register_by_name() {
-        let mut judges = JudgeRegistry::with_builtins();
-        judges.register("always_fail", |name, _| {
-            Ok(Box::new(cgpo_judges::FnJudge::new(
-                name,
-                |_: &cgpo_judges::SampleView| cgpo_judges::Verdict::fail("no"),
-            )))
-        });
-        let c = config(
-            json!([{"name": "a", "reward": {"model": "rm", "baseline": "dataset"}, "optimizer": {"name": "crpg"},
-            "judges": [{"name": "always_fail"}]}]),
-        );
-        let tasks = build_tasks(&c, &judges, &RewardRegistry::with_builtins()).unwrap();
-        let record = Arc::new(PromptRecord::new("p", "q").with_baseline("b"));
-        let mut samples = vec![Sample::new(record, "r")];
-        let report = tasks[0].assess(&mut samples, None).unwrap();
-        assert_eq!(report.stats[0].fail, 1);
-        assert!(!samples[0].judgement.as_ref().unwrap().is_positive());
-        assert_eq!(samples[0].reward.unwrap().calibrated, 0.5);
-    }
-
-    #[test]
-    fn the_stratifier_follows_the_config() {
-        let mut c = config(json!([
-            {"name": "math", "reward": {"model": "rm"}, "optimizer": {"name": "crpg"}},
-            {"name": "chat", "reward": {"model": "rm"}, "optimizer": {"name": "crpg"}}
-        ]));
-        c.stratify.classifier = vec![crate::config::ClassifierRule {
-            task: "math".into(),
-            pattern: r"\d".into(),
-        }];
-        let records = || vec![PromptRecord::new("a", "1+1"), PromptRecord::new("b", "hi")];
-        assert!(build_stratifier(&c).unwrap().stratify(records()).is_err());
-        c.stratify.default_task = Some("chat".into());
-        let s = build_stratifier(&c).unwrap().stratify(records()).unwrap();
-        assert_eq!((s.records("math").len(), s.records("chat").len()), (1, 1));
+        .with_weight(self.weight)
+        .with_batch(self.generations_per_prompt, self.batch_size)
+        .with_kl(self.kl.clone())
+        .with_calibrated(self.reward.calibrated);
+        task.validate(key)?;
+        Ok(task)
     }
 }

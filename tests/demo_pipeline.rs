@@ -5,11 +5,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use cgpo::config::RunConfig;
+use cgpo::config::{Registries, RunConfig};
 use cgpo::data::{read_prompts, read_responses, Sample};
 use cgpo::judges::{FnJudge, JudgeRegistry, Outcome, SampleView, Verdict};
-use cgpo::reward::RewardRegistry;
-use cgpo::task::{build_stratifier, build_tasks};
 
 fn demo(file: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -29,9 +27,16 @@ fn the_demo_stratifies_judges_and_scores_every_response() {
             })))
         });
     }
-    let tasks = build_tasks(&config, &judges, &RewardRegistry::with_builtins()).unwrap();
+    let tasks = config
+        .build_tasks(&Registries {
+            judges,
+            ..Registries::default()
+        })
+        .unwrap();
     let records = read_prompts(demo("prompts.jsonl"), Some(&config.task_names())).unwrap();
-    let strata = build_stratifier(&config)
+    let strata = config
+        .stratify
+        .stratifier(&config.task_names())
         .unwrap()
         .stratify(records)
         .unwrap();

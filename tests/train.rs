@@ -8,12 +8,8 @@ use std::sync::Arc;
 mod common;
 
 use candle_core::{Device, Tensor, Var};
-use cgpo::config::RunConfig;
-use cgpo::data::{read_prompts, PromptRecord};
-use cgpo::judges::JudgeRegistry;
+use cgpo::config::{Registries, RunConfig};
 use cgpo::policy::{KvCache, Policy, TinyLm, TinyLmConfig, TokenBatch};
-use cgpo::reward::RewardRegistry;
-use cgpo::task::{build_stratifier, build_tasks};
 use cgpo::train::Trainer;
 use common::max_abs_diff;
 
@@ -53,12 +49,9 @@ fn config(dir: &Path, steps: u64, kl_a: f64) -> RunConfig {
 
 fn trainer(dir: &Path, steps: u64, kl_a: f64) -> Trainer {
     std::fs::write(dir.join("prompts.jsonl"), PROMPTS).unwrap();
-    Trainer::new(
-        config(dir, steps, kl_a),
-        &JudgeRegistry::with_builtins(),
-        &RewardRegistry::with_builtins(),
-    )
-    .unwrap()
+    config(dir, steps, kl_a)
+        .trainer(&Registries::default())
+        .unwrap()
 }
 
 fn weights(t: &Trainer) -> Vec<Vec<u32>> {
@@ -200,19 +193,9 @@ fn non_finite_steps_are_skipped_then_stop_the_run() {
     std::fs::write(dir.path().join("prompts.jsonl"), PROMPTS).unwrap();
     let mut cfg = config(dir.path(), 10, 0.0);
     cfg.train.max_consecutive_skips = 3;
-    let names = cfg.task_names();
-    let tasks = build_tasks(
-        &cfg,
-        &JudgeRegistry::with_builtins(),
-        &RewardRegistry::with_builtins(),
-    )
-    .unwrap();
-    let strata = build_stratifier(&cfg)
-        .unwrap()
-        .stratify(read_prompts(dir.path().join("prompts.jsonl"), Some(&names)).unwrap())
-        .unwrap();
-    let train: Vec<Vec<Arc<PromptRecord>>> =
-        names.iter().map(|n| strata.records(n).to_vec()).collect();
+    let registries = Registries::default();
+    let tasks = cfg.build_tasks(&registries).unwrap();
+    let train = cfg.read_strata(&dir.path().join("prompts.jsonl")).unwrap();
     let tiny = TinyLm::new(
         &TinyLmConfig {
             hidden_size: 32,
@@ -231,15 +214,13 @@ fn non_finite_steps_are_skipped_then_stop_the_run() {
         .iter()
         .map(|(_, v)| v.flatten_all().unwrap().to_vec1().unwrap())
         .collect();
-    let mut t = Trainer::from_parts(
-        cfg,
-        tasks,
-        train,
-        vec![Vec::new(), Vec::new()],
-        Box::new(NanPolicy(tiny)),
-        tokenizer,
-    )
-    .unwrap();
+    let mut builder = Trainer::builder(Box::new(NanPolicy(tiny)), tokenizer)
+        .seed(cfg.seed)
+        .train_config(cfg.train.clone());
+    for (task, prompts) in tasks.into_iter().zip(train) {
+        builder = builder.task(task, prompts, Vec::<Arc<cgpo::data::PromptRecord>>::new());
+    }
+    let mut t = builder.build().unwrap();
     let err = t.run().unwrap_err().to_string();
     assert!(err.contains("3 consecutive steps"), "{err}");
     // Checkpoint at step 2 was written before the third skip; weights never moved.
@@ -266,7 +247,11 @@ fn the_five_task_example_config_is_valid() {
         cfg.task_names(),
         ["chat", "instruction", "math", "code", "safety"]
     );
-    let names: Vec<&str> = cfg.tasks.iter().map(|t| t.optimizer.name()).collect();
+    let names: Vec<&str> = cfg
+        .tasks
+        .iter()
+        .map(|t| t.optimizer.name.as_str())
+        .collect();
     assert_eq!(names, ["crraft", "crpg", "crpg", "crpg", "codpo"]);
 }
 
@@ -283,12 +268,7 @@ fn evaluation_lines_follow_the_schedule() {
     cfg.data.eval = Some(dir.path().join("eval.jsonl"));
     cfg.train.eval_every = 1;
     cfg.train.eval_prompts = 2;
-    let mut t = Trainer::new(
-        cfg,
-        &JudgeRegistry::with_builtins(),
-        &RewardRegistry::with_builtins(),
-    )
-    .unwrap();
+    let mut t = cfg.trainer(&Registries::default()).unwrap();
     t.run().unwrap();
     let lines = metrics(&t.metrics_path());
     let eval: Vec<_> = lines.iter().filter(|m| m["kind"] == "eval").collect();
@@ -309,12 +289,7 @@ fn an_uncalibrated_task_optimizes_the_raw_reward() {
     std::fs::write(dir2.path().join("prompts.jsonl"), PROMPTS).unwrap();
     let mut cfg = config(dir2.path(), 1, 0.0);
     cfg.tasks[0].reward.calibrated = false;
-    let raw = Trainer::new(
-        cfg,
-        &JudgeRegistry::with_builtins(),
-        &RewardRegistry::with_builtins(),
-    )
-    .unwrap();
+    let raw = cfg.trainer(&Registries::default()).unwrap();
     let (without, _) = raw.gradients().unwrap();
     // Same rollouts (same seed), another reward for task `short` only.
     let changed =

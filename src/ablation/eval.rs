@@ -31,15 +31,13 @@ use candle_core::D;
 use cgpo_judges::Outcome;
 use serde::{Deserialize, Serialize};
 
-use crate::config::RunConfig;
+use crate::config::{Registries, RunConfig};
 use crate::data::{read_prompts, PromptRecord};
 use crate::error::{Error, Result};
-use crate::judges::JudgeRegistry;
 use crate::policy::load_policy;
 use crate::policy::{Policy, TextTokenizer};
-use crate::reward::RewardRegistry;
 use crate::rollout::{generate, sequence_logprobs, SamplingConfig};
-use crate::task::{build_tasks, TaskSpec};
+use crate::task::TaskSpec;
 use crate::train::Trainer;
 
 /// One task's evaluation on one split's prompts.
@@ -91,17 +89,16 @@ impl Evaluator {
     /// `cgpo-crpg`'s), built from `judges` and `rewards`, the evaluation
     /// prompts (`eval_prompts` per task, spread over the file's),
     /// `samples_per_prompt` responses to each, sampled as
-    /// `config.train.sampling` says.
+    /// `config.train.sampling` says; names are looked up in `registries`.
     pub fn new(
         config: &RunConfig,
-        judges: &JudgeRegistry,
-        rewards: &RewardRegistry,
+        registries: &Registries,
         eval_prompts: &std::path::Path,
         prompts_per_task: usize,
         samples_per_prompt: usize,
         seed: u64,
     ) -> Result<Self> {
-        let tasks = build_tasks(config, judges, rewards)?;
+        let tasks = config.build_tasks(registries)?;
         let names = config.task_names();
         let records = read_prompts(eval_prompts, Some(&names))?;
         let prompts = names
@@ -119,11 +116,7 @@ impl Evaluator {
             })
             .collect();
         let (reference, tokenizer) = load_policy(&config.policy, config.seed)?;
-        let sampling = SamplingConfig {
-            samples_per_prompt,
-            seed,
-            ..config.train.sampling.clone()
-        };
+        let sampling = config.train.sampling.sampling(samples_per_prompt, seed);
         Ok(Self::from_parts(
             tasks, prompts, reference, tokenizer, sampling,
         ))

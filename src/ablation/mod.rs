@@ -32,12 +32,10 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::Registries;
 use crate::error::{Error, Result};
-use crate::judges::JudgeRegistry;
-use crate::reward::RewardRegistry;
 use crate::split::Split;
 use crate::stats::Spread;
-use crate::train::Trainer;
 use eval::{train_evaluated, EvalPoint, Evaluator, TrainLoop};
 use runs::{run_config, RunName, RunSettings};
 use warmup::{Warmup, WarmupConfig};
@@ -296,8 +294,7 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<Summary> {
         let evaluator = |split: Split, prompts: &Path| -> Result<Evaluator> {
             Ok(Evaluator::new(
                 &full,
-                &JudgeRegistry::with_builtins(),
-                &RewardRegistry::with_builtins(),
+                &Registries::default(),
                 prompts,
                 opts.eval_prompts_per_task,
                 opts.eval_samples_per_prompt,
@@ -358,11 +355,7 @@ fn train_run(
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let config = run_config(run, warmup, &opts.settings, seed, &dir)?;
     let steps = config.train.steps;
-    let mut trainer = Trainer::new(
-        config,
-        &JudgeRegistry::with_builtins(),
-        &RewardRegistry::with_builtins(),
-    )?;
+    let mut trainer = config.trainer(&Registries::default())?;
     let curve = train_evaluated(
         &mut trainer,
         dev,

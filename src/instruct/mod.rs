@@ -46,13 +46,13 @@ use serde_json::{json, Value};
 
 use crate::ablation::eval::{train_evaluated, EvalPoint, EvalSample, Evaluator, TrainLoop};
 use crate::ablation::StartEnd;
-use crate::config::RunConfig;
+use crate::config::{Registries, RunConfig};
 use crate::data::{write_json_atomic, write_jsonl_atomic};
 use crate::error::{Error, Result};
-use crate::judges::{llm, JudgeRegistry};
+use crate::judges::llm;
 use crate::local_judge::LocalLlmBackend;
 use crate::policy::Llama;
-use crate::reward::{LlmJudgeReward, RewardRegistry};
+use crate::reward::LlmJudgeReward;
 use crate::train::Trainer;
 use prompts::{records, Split, TASKS};
 
@@ -262,16 +262,18 @@ pub fn build(opts: &InstructOptions) -> Result<Built> {
         LocalLlmBackend::new(judge.clone(), Arc::new(judge.tokenizer.clone()))
             .with_batch_size(opts.judge_batch),
     );
-    let mut judges = JudgeRegistry::with_builtins();
-    judges.register(LOCAL_LLM, llm::factory(backend.clone()));
-    let mut rewards = RewardRegistry::with_builtins();
-    rewards.register(LOCAL_LLM, LlmJudgeReward::factory(backend));
+    let mut registries = Registries::default();
+    registries
+        .judges
+        .register(LOCAL_LLM, llm::factory(backend.clone()));
+    registries
+        .rewards
+        .register(LOCAL_LLM, LlmJudgeReward::factory(backend));
 
-    let trainer = Trainer::new(config.clone(), &judges, &rewards)?;
+    let trainer = config.trainer(&registries)?;
     let evaluator = Evaluator::new(
         &config,
-        &judges,
-        &rewards,
+        &registries,
         &eval,
         opts.eval_prompts.iter().copied().max().unwrap_or(0),
         opts.eval_samples_per_prompt,

@@ -17,8 +17,50 @@
 
 use candle_core::Tensor;
 
+use super::loss::{check_field, Settings, TaskLoss};
 use super::{argmax, argmin, host_tensor, mean, LossInputs, LossOutput};
 use crate::error::Result;
+use serde::{Deserialize, Serialize};
+
+/// Constrained online DPO's settings (`{"name": "codpo", ...}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Codpo {
+    pub beta: f64,
+    /// Weight of the NLL term on the chosen response.
+    pub lambda: f64,
+}
+
+impl Default for Codpo {
+    fn default() -> Self {
+        Self {
+            beta: 0.1,
+            lambda: 5.0,
+        }
+    }
+}
+
+impl TaskLoss for Codpo {
+    fn name(&self) -> &str {
+        "codpo"
+    }
+
+    fn loss(&self, inputs: &LossInputs) -> Result<LossOutput> {
+        codpo_loss(inputs, self.beta, self.lambda)
+    }
+
+    /// A pair needs two responses.
+    fn min_generations(&self) -> usize {
+        2
+    }
+}
+
+impl Settings for Codpo {
+    fn check(&self) -> Result<()> {
+        check_field("beta", self.beta, "> 0", |v| v > 0.0)?;
+        check_field("lambda", self.lambda, ">= 0", |v| v >= 0.0)
+    }
+}
 
 /// A preference pair: sample indices of the chosen (a+) and rejected (a-)
 /// responses.

@@ -14,9 +14,61 @@
 //! `clip_kl_weight` the weight is at most 1. A sample past KL_max gets weight
 //! 0, like a violating one. n = N.
 
-use super::PgBaseline;
+use super::loss::{check_field, Settings, TaskLoss};
 use super::{mean, LossInputs, LossOutput};
 use crate::error::Result;
+use serde::{Deserialize, Serialize};
+
+/// Not given by the paper; a lenient threshold in nats per sequence.
+pub const DEFAULT_KL_MAX: f64 = 10.0;
+
+/// CRPG's settings (`{"name": "crpg", ...}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Crpg {
+    /// KL_max: samples with logratio >= kl_max get zero reward weight.
+    pub kl_max: f64,
+    pub baseline: PgBaseline,
+    /// Clip the KL weight `1 - logratio / kl_max` above at 1.
+    pub clip_kl_weight: bool,
+}
+
+impl Default for Crpg {
+    fn default() -> Self {
+        Self {
+            kl_max: DEFAULT_KL_MAX,
+            baseline: PgBaseline::Batch,
+            clip_kl_weight: false,
+        }
+    }
+}
+
+impl TaskLoss for Crpg {
+    fn name(&self) -> &str {
+        "crpg"
+    }
+
+    fn loss(&self, inputs: &LossInputs) -> Result<LossOutput> {
+        crpg_loss(inputs, self.kl_max, self.baseline, self.clip_kl_weight)
+    }
+}
+
+impl Settings for Crpg {
+    fn check(&self) -> Result<()> {
+        check_field("kl_max", self.kl_max, "> 0", |v| v > 0.0)
+    }
+}
+
+/// The policy-gradient baseline subtracted from CRPG rewards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PgBaseline {
+    /// Mean over the task's whole minibatch (the paper).
+    #[default]
+    Batch,
+    /// Mean over the K samples of the same prompt.
+    PerPrompt,
+}
 
 /// The KL weight `max(1 - logratio / kl_max, 0)`, at most 1 when `clip`.
 pub fn kl_weight(logratio: f64, kl_max: f64, clip: bool) -> f64 {

@@ -14,8 +14,47 @@
 
 use candle_core::Tensor;
 
+use super::crpg::DEFAULT_KL_MAX;
+use super::loss::{check_field, Settings, TaskLoss};
 use super::{argmax, mean, LossInputs, LossOutput};
 use crate::error::Result;
+use serde::{Deserialize, Serialize};
+
+/// CRRAFT's settings (`{"name": "crraft", ...}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Crraft {
+    pub kl_max: f64,
+}
+
+impl Default for Crraft {
+    fn default() -> Self {
+        Self {
+            kl_max: DEFAULT_KL_MAX,
+        }
+    }
+}
+
+impl TaskLoss for Crraft {
+    fn name(&self) -> &str {
+        "crraft"
+    }
+
+    fn loss(&self, inputs: &LossInputs) -> Result<LossOutput> {
+        crraft_loss(inputs, self.kl_max)
+    }
+
+    /// The fallback to a passing baseline response.
+    fn needs_baselines(&self) -> bool {
+        true
+    }
+}
+
+impl Settings for Crraft {
+    fn check(&self) -> Result<()> {
+        check_field("kl_max", self.kl_max, "> 0", |v| v > 0.0)
+    }
+}
 
 /// The calibrated reward of the baseline response against itself,
 /// `sigmoid(r(a_bar) - r(a_bar)) = sigmoid(0)`.

@@ -29,8 +29,7 @@
 //!
 //! ```
 //! use candle_core::{Device, Tensor, Var};
-//! use cgpo::config::{OptimizerConfig, PgBaseline};
-//! use cgpo::optim::{task_loss, LossInputs};
+//! use cgpo::optim::{Crpg, LossInputs, TaskLoss};
 //! let dev = Device::Cpu;
 //! // One prompt, two one-token responses: the first passes its judges.
 //! let seq = Var::new(&[-1.0f32, -2.0], &dev)?;
@@ -50,9 +49,9 @@
 //!     group: vec![0, 0],
 //!     lengths: vec![1, 1],
 //!     baseline_seq_logp: vec![None],
+//!     logits: None,
 //! };
-//! let cfg = OptimizerConfig::Crpg { kl_max: 10.0, baseline: PgBaseline::Batch, clip_kl_weight: false };
-//! let out = task_loss(&cfg, &inputs)?;
+//! let out = Crpg { kl_max: 10.0, ..Crpg::default() }.loss(&inputs)?;
 //! // R~_cr = [0.6, 0] (the second sample violates), advantages [0.3, -0.3]:
 //! // loss = -(1/2) (-1 * 0.3 + -2 * -0.3) = -0.15.
 //! assert!((out.loss.to_scalar::<f32>()? + 0.15).abs() < 1e-6);
@@ -62,9 +61,9 @@
 //! ```
 
 pub mod codpo;
-mod config;
 pub mod crpg;
 pub mod crraft;
+mod loss;
 pub mod online_dpo;
 pub mod pg;
 pub mod raft;
@@ -74,12 +73,18 @@ pub(crate) mod testutil;
 use candle_core::{DType, Tensor};
 
 pub use codpo::codpo_loss;
-pub use config::{OptimizerConfig, PgBaseline, RewardKind};
+pub use codpo::Codpo;
 pub use crpg::crpg_loss;
+pub use crpg::{Crpg, PgBaseline};
 pub use crraft::crraft_loss;
+pub use crraft::Crraft;
+pub use loss::{LossFactory, LossRegistry, LossSpec, TaskLoss};
 pub use online_dpo::online_dpo_loss;
+pub use online_dpo::OnlineDpo;
 pub use pg::pg_loss;
+pub use pg::{Pg, RewardKind};
 pub use raft::raft_loss;
+pub use raft::Raft;
 
 use crate::error::{Error, Result};
 use crate::ops::connected_zero;
@@ -122,6 +127,10 @@ pub struct LossInputs {
     /// a_bar (a scalar tensor with gradient) when a_bar exists and passes
     /// every judge; `None` otherwise. Used by the CRRAFT fallback only.
     pub baseline_seq_logp: Vec<Option<Tensor>>,
+    /// `[N, R, V]` f32 logits of the policy over the response positions,
+    /// with gradient, when the loss asks for them
+    /// ([`TaskLoss::needs_logits`]); else `None`.
+    pub logits: Option<Tensor>,
 }
 
 /// A loss and what it did.
@@ -138,24 +147,6 @@ impl LossOutput {
     /// The statistic called `name`, if the loss reported it.
     pub fn stat(&self, name: &str) -> Option<f64> {
         self.stats.iter().find(|(k, _)| *k == name).map(|&(_, v)| v)
-    }
-}
-
-/// Dispatches to the loss of the task's optimizer config.
-pub fn task_loss(cfg: &OptimizerConfig, inputs: &LossInputs) -> Result<LossOutput> {
-    match *cfg {
-        OptimizerConfig::Crpg {
-            kl_max,
-            baseline,
-            clip_kl_weight,
-        } => crpg_loss(inputs, kl_max, baseline, clip_kl_weight),
-        OptimizerConfig::Codpo { beta, lambda } => codpo_loss(inputs, beta, lambda),
-        OptimizerConfig::Crraft { kl_max } => crraft_loss(inputs, kl_max),
-        OptimizerConfig::Pg {
-            reward, clip_ratio, ..
-        } => pg_loss(inputs, reward, clip_ratio),
-        OptimizerConfig::OnlineDpo { beta, lambda } => online_dpo_loss(inputs, beta, lambda),
-        OptimizerConfig::Raft {} => raft_loss(inputs),
     }
 }
 
@@ -473,38 +464,35 @@ mod tests {
                 matches!(&err, Error::Op { op: "loss", message } if message.contains(want)),
                 "{want}: {err}"
             );
-            let cfg = OptimizerConfig::Raft {};
-            assert!(task_loss(&cfg, &inputs).is_err(), "{want}");
+            assert!(Raft {}.loss(&inputs).is_err(), "{want}");
         }
     }
 
     #[test]
     fn an_empty_minibatch_gives_a_connected_zero() {
         let (var, inputs) = Case::new(&[]).build();
-        let cfgs = [
-            OptimizerConfig::Crpg {
+        let cfgs: [Box<dyn TaskLoss>; 6] = [
+            Box::new(Crpg {
                 kl_max: 1.0,
-                baseline: PgBaseline::Batch,
-                clip_kl_weight: false,
-            },
-            OptimizerConfig::Codpo {
+                ..Crpg::default()
+            }),
+            Box::new(Codpo {
                 beta: 0.1,
                 lambda: 1.0,
-            },
-            OptimizerConfig::Crraft { kl_max: 1.0 },
-            OptimizerConfig::Pg {
-                reward: RewardKind::Raw,
+            }),
+            Box::new(Crraft { kl_max: 1.0 }),
+            Box::new(Pg {
                 clip_ratio: Some(0.2),
-                epochs: 1,
-            },
-            OptimizerConfig::OnlineDpo {
+                ..Pg::default()
+            }),
+            Box::new(OnlineDpo {
                 beta: 0.1,
                 lambda: 1.0,
-            },
-            OptimizerConfig::Raft {},
+            }),
+            Box::new(Raft {}),
         ];
         for cfg in cfgs {
-            let out = task_loss(&cfg, &inputs).unwrap();
+            let out = cfg.loss(&inputs).unwrap();
             assert_eq!(out.loss.to_scalar::<f32>().unwrap(), 0.0, "{}", cfg.name());
             let grads = out.loss.backward().unwrap();
             assert_eq!(grads.get(&var).unwrap().dims(), [0], "{}", cfg.name());

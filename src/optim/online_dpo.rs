@@ -10,8 +10,50 @@
 //! log-ratio). A prompt whose samples all have the same reward is skipped.
 
 use super::codpo::{dpo_loss, Pair};
+use super::loss::{check_field, Settings, TaskLoss};
 use super::{argmax, argmin, LossInputs, LossOutput};
 use crate::error::Result;
+use serde::{Deserialize, Serialize};
+
+/// The online-DPO baseline's settings (`{"name": "online_dpo", ...}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnlineDpo {
+    pub beta: f64,
+    /// Weight of the NLL term on the chosen response.
+    pub lambda: f64,
+}
+
+impl Default for OnlineDpo {
+    fn default() -> Self {
+        Self {
+            beta: 0.1,
+            lambda: 5.0,
+        }
+    }
+}
+
+impl TaskLoss for OnlineDpo {
+    fn name(&self) -> &str {
+        "online_dpo"
+    }
+
+    fn loss(&self, inputs: &LossInputs) -> Result<LossOutput> {
+        online_dpo_loss(inputs, self.beta, self.lambda)
+    }
+
+    /// A pair needs two responses.
+    fn min_generations(&self) -> usize {
+        2
+    }
+}
+
+impl Settings for OnlineDpo {
+    fn check(&self) -> Result<()> {
+        check_field("beta", self.beta, "> 0", |v| v > 0.0)?;
+        check_field("lambda", self.lambda, ">= 0", |v| v >= 0.0)
+    }
+}
 
 /// The (argmax r, argmin r) pair of every prompt whose rewards differ, and
 /// how many prompts were skipped.

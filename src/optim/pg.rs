@@ -19,9 +19,72 @@
 use candle_core::Tensor;
 
 use super::crpg::advantages;
+use super::loss::{check_field, Settings, TaskLoss};
+use super::PgBaseline;
 use super::{host_tensor, mean, LossInputs, LossOutput};
-use super::{PgBaseline, RewardKind};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// The policy-gradient baseline's settings (`{"name": "pg", ...}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pg {
+    /// The one reward it optimizes: `raw` (default) or `calibrated`.
+    pub reward: RewardKind,
+    /// eps of the clipped-ratio objective, in (0, 1); absent = plain
+    /// REINFORCE.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_ratio: Option<f64>,
+    /// Gradient passes over the same rollouts.
+    pub epochs: usize,
+}
+
+impl Default for Pg {
+    fn default() -> Self {
+        Self {
+            reward: RewardKind::Raw,
+            clip_ratio: None,
+            epochs: 1,
+        }
+    }
+}
+
+impl TaskLoss for Pg {
+    fn name(&self) -> &str {
+        "pg"
+    }
+
+    fn loss(&self, inputs: &LossInputs) -> Result<LossOutput> {
+        pg_loss(inputs, self.reward, self.clip_ratio)
+    }
+
+    fn epochs(&self) -> usize {
+        self.epochs
+    }
+}
+
+impl Settings for Pg {
+    fn check(&self) -> Result<()> {
+        if let Some(eps) = self.clip_ratio {
+            check_field("clip_ratio", eps, "in (0, 1)", |v| v > 0.0 && v < 1.0)?;
+        }
+        if self.epochs == 0 {
+            return Err(Error::config("epochs", "must be >= 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Which reward the unconstrained policy-gradient baseline optimizes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardKind {
+    /// The reward model's raw score r.
+    #[default]
+    Raw,
+    /// The calibrated reward sigmoid(r - r(a_bar)).
+    Calibrated,
+}
 
 /// The reward the baseline optimizes.
 pub fn pg_rewards(inputs: &LossInputs, reward: RewardKind) -> &[f64] {

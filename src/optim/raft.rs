@@ -9,8 +9,31 @@
 //! with n the number of prompts that have samples; every chosen sample
 //! weighs 1.
 
+use super::loss::{Settings, TaskLoss};
 use super::{argmax, mean, LossInputs, LossOutput};
 use crate::error::Result;
+use serde::{Deserialize, Serialize};
+
+/// The RAFT baseline: no settings (`{"name": "raft"}`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Raft {}
+
+impl TaskLoss for Raft {
+    fn name(&self) -> &str {
+        "raft"
+    }
+
+    fn loss(&self, inputs: &LossInputs) -> Result<LossOutput> {
+        raft_loss(inputs)
+    }
+}
+
+impl Settings for Raft {
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+}
 
 /// The best sample of every prompt that has samples.
 pub fn raft_choices(inputs: &LossInputs) -> Vec<usize> {

@@ -109,6 +109,7 @@ impl Case {
                 .iter()
                 .map(|b| b.as_ref().map(|v| v.as_tensor().clone()))
                 .collect(),
+            logits: None,
         };
         (var, bases, inputs)
     }

@@ -20,7 +20,7 @@ use std::path::Path;
 
 use candle_core::{Tensor, Var};
 
-use crate::config::{Schedule, TrainConfig};
+use super::config::{Schedule, TrainConfig};
 use crate::error::{Error, Result};
 
 pub struct AdamW {

@@ -9,7 +9,6 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::kl::KlController;
 use crate::reward::CachedBaseline;
@@ -26,7 +25,8 @@ pub struct TrainerState {
     pub kl: Vec<KlController>,
     /// Per task, in config order.
     pub baselines: Vec<Vec<CachedBaseline>>,
-    pub config: RunConfig,
+    /// The run's configuration as recorded by its caller.
+    pub config: serde_json::Value,
 }
 
 pub fn write_state(dir: &Path, state: &TrainerState) -> Result<()> {

@@ -3,12 +3,9 @@
 //! ([`merge`]) and checkpoints ([`checkpoint`]).
 //!
 //! ```no_run
-//! use cgpo::config::RunConfig;
-//! use cgpo::judges::JudgeRegistry;
-//! use cgpo::reward::RewardRegistry;
-//! use cgpo::train::Trainer;
+//! use cgpo::config::{Registries, RunConfig};
 //! let config = RunConfig::from_file("run.json")?;
-//! let mut trainer = Trainer::new(config, &JudgeRegistry::with_builtins(), &RewardRegistry::with_builtins())?;
+//! let mut trainer = config.trainer(&Registries::default())?;
 //! trainer.resume()?; // continues from the latest checkpoint, if any
 //! let summary = trainer.run()?;
 //! println!("{} steps, metrics in {}", summary.steps, summary.metrics.display());
@@ -17,9 +14,11 @@
 
 pub mod adamw;
 pub mod checkpoint;
+mod config;
 pub mod merge;
 mod trainer;
 
 pub use adamw::{learning_rate, AdamW};
+pub use config::{Schedule, TrainConfig};
 pub(crate) use trainer::truncate_metrics;
-pub use trainer::{build_policy, RunSummary, TaskMetrics, Timing, Trainer};
+pub use trainer::{RunSummary, TaskMetrics, Timing, Trainer, TrainerBuilder};

@@ -33,18 +33,17 @@ use serde::{Deserialize, Serialize};
 
 use super::adamw::{learning_rate, AdamW};
 use super::checkpoint::{self, TrainerState};
+use super::config::TrainConfig;
 use super::merge::{add_weighted, clip, task_gradient, TaskGradient};
-use crate::config::{KlEstimator, OptimizerConfig, RunConfig};
-use crate::data::{read_prompts, PromptRecord, Sample};
+use crate::data::{PromptRecord, Sample};
 use crate::error::{Error, Result};
-use crate::judges::JudgeRegistry;
-use crate::kl::{kl_penalty, kl_penalty_full, KlController};
+use crate::kl::{kl_penalty, kl_penalty_full, KlController, KlEstimator};
 use crate::ops::kl_estimate;
-use crate::optim::{task_loss, LossInputs};
-use crate::policy::{load_policy, Policy, TextTokenizer};
-use crate::reward::{BaselineGenerator, RewardRegistry};
+use crate::optim::LossInputs;
+use crate::policy::{Policy, TextTokenizer};
+use crate::reward::BaselineGenerator;
 use crate::rollout::{generate, logprobs_from_logits, response_logits, Rollouts, SamplingConfig};
-use crate::task::{build_stratifier, build_tasks, TaskSpec};
+use crate::task::TaskSpec;
 
 /// Seconds spent in each phase of one task's step.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -143,7 +142,11 @@ fn seed_of(words: &[u64]) -> u64 {
 }
 
 pub struct Trainer {
-    config: RunConfig,
+    seed: u64,
+    train_config: TrainConfig,
+    /// The run's config as its caller recorded it (a `RunConfig`'s JSON),
+    /// kept in every checkpoint.
+    recorded: serde_json::Value,
     tasks: Vec<TaskSpec>,
     train: Vec<Vec<Arc<PromptRecord>>>,
     eval: Vec<Vec<Arc<PromptRecord>>>,
@@ -161,81 +164,106 @@ pub struct Trainer {
     pub progress: bool,
 }
 
-/// Builds the policy a config names, with its tokenizer.
-pub fn build_policy(config: &RunConfig) -> Result<(Box<dyn Policy>, Arc<dyn TextTokenizer>)> {
-    load_policy(&config.policy, config.seed)
+/// A trainer from Rust values: a policy and its tokenizer, tasks with
+/// their training (and evaluation) prompts, the loop's settings and a seed.
+/// [`crate::config::RunConfig::trainer`] fills one from a JSON config.
+pub struct TrainerBuilder {
+    policy: Box<dyn Policy>,
+    tokenizer: Arc<dyn TextTokenizer>,
+    seed: u64,
+    train_config: TrainConfig,
+    recorded: serde_json::Value,
+    tasks: Vec<TaskSpec>,
+    train: Vec<Vec<Arc<PromptRecord>>>,
+    eval: Vec<Vec<Arc<PromptRecord>>>,
 }
 
-impl Trainer {
-    /// Everything from the config: tasks, data (`data.train`, optional
-    /// `data.eval`), policy and reference.
-    pub fn new(
-        config: RunConfig,
-        judges: &JudgeRegistry,
-        rewards: &RewardRegistry,
-    ) -> Result<Self> {
-        let tasks = build_tasks(&config, judges, rewards)?;
-        let names = config.task_names();
-        let stratifier = build_stratifier(&config)?;
-        let train_path = config
-            .data
-            .train
-            .clone()
-            .ok_or_else(|| Error::config("data.train", "a training set is needed"))?;
-        let strata = stratifier.stratify(read_prompts(&train_path, Some(&names))?)?;
-        let train: Vec<Vec<Arc<PromptRecord>>> =
-            names.iter().map(|n| strata.records(n).to_vec()).collect();
-        let eval = match &config.data.eval {
-            Some(path) => {
-                let strata = stratifier.stratify(read_prompts(path, Some(&names))?)?;
-                names.iter().map(|n| strata.records(n).to_vec()).collect()
-            }
-            None => vec![Vec::new(); names.len()],
-        };
-        let (policy, tokenizer) = build_policy(&config)?;
-        Self::from_parts(config, tasks, train, eval, policy, tokenizer)
+impl TrainerBuilder {
+    /// The seed of everything random: data order, sampling, evaluation.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
     }
 
-    /// From built parts (tests, custom setups): `train[l]` and `eval[l]`
-    /// are task `l`'s prompts, in config order.
-    pub fn from_parts(
-        config: RunConfig,
-        tasks: Vec<TaskSpec>,
-        train: Vec<Vec<Arc<PromptRecord>>>,
-        eval: Vec<Vec<Arc<PromptRecord>>>,
-        policy: Box<dyn Policy>,
-        tokenizer: Arc<dyn TextTokenizer>,
-    ) -> Result<Self> {
-        if train.len() != tasks.len() || eval.len() != tasks.len() {
-            return Err(Error::Train(format!(
-                "{} tasks but data for {} (train) and {} (eval)",
-                tasks.len(),
-                train.len(),
-                eval.len()
-            )));
+    /// Steps, AdamW, decoding, evaluation, checkpoints, output directory.
+    pub fn train_config(mut self, config: TrainConfig) -> Self {
+        self.train_config = config;
+        self
+    }
+
+    /// Adds a task with its training prompts and its evaluation prompts
+    /// (may be empty).
+    pub fn task<T, E>(mut self, task: TaskSpec, train: T, eval: E) -> Self
+    where
+        T: IntoIterator,
+        T::Item: Into<Arc<PromptRecord>>,
+        E: IntoIterator,
+        E::Item: Into<Arc<PromptRecord>>,
+    {
+        self.tasks.push(task);
+        self.train.push(train.into_iter().map(Into::into).collect());
+        self.eval.push(eval.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// A JSON record of the run's configuration, written into every
+    /// checkpoint (the run config's JSON when built from one).
+    pub fn record_config(mut self, config: serde_json::Value) -> Self {
+        self.recorded = config;
+        self
+    }
+
+    /// Checks the settings and the tasks (errors name `tasks[l]`), freezes
+    /// a copy of the policy as the reference and sets up AdamW.
+    pub fn build(self) -> Result<Trainer> {
+        self.train_config.validate()?;
+        if self.tasks.is_empty() {
+            return Err(Error::config("tasks", "at least one task is needed"));
         }
-        if let Some((task, _)) = tasks.iter().zip(&train).find(|(_, d)| d.is_empty()) {
+        let mut names = std::collections::HashSet::new();
+        for (l, (task, data)) in self.tasks.iter().zip(&self.train).enumerate() {
+            task.validate(&format!("tasks[{l}]"))?;
+            if !names.insert(task.name.as_str()) {
+                return Err(Error::config(
+                    format!("tasks[{l}].name"),
+                    format!("duplicate task `{}`", task.name),
+                ));
+            }
+            if data.is_empty() {
+                return Err(Error::config(
+                    "data.train",
+                    format!("task `{}` has no training prompts", task.name),
+                ));
+            }
+        }
+        if self.tasks.iter().all(|t| t.weight == 0.0) {
             return Err(Error::config(
-                "data.train",
-                format!("task `{}` has no training prompts", task.name),
+                "tasks",
+                "every task has weight 0; at least one must be > 0",
             ));
         }
-        let reference = policy.frozen()?;
-        let vars = policy.vars();
+        let reference = self.policy.frozen()?;
+        let vars = self.policy.vars();
         if vars.is_empty() {
             return Err(Error::Train("the policy has no trainable variables".into()));
         }
-        let optimizer = AdamW::from_config(&vars, &config.train)?;
-        let kl = tasks.iter().map(|t| KlController::new(&t.kl)).collect();
-        let out_dir = config.train.output_dir.clone();
-        Ok(Self {
-            config,
-            tasks,
-            train,
-            eval,
-            policy,
+        let optimizer = AdamW::from_config(&vars, &self.train_config)?;
+        let kl = self
+            .tasks
+            .iter()
+            .map(|t| KlController::new(&t.kl))
+            .collect();
+        let out_dir = self.train_config.output_dir.clone();
+        Ok(Trainer {
+            seed: self.seed,
+            train_config: self.train_config,
+            recorded: self.recorded,
+            tasks: self.tasks,
+            train: self.train,
+            eval: self.eval,
+            policy: self.policy,
             reference,
-            tokenizer,
+            tokenizer: self.tokenizer,
             vars,
             optimizer,
             kl,
@@ -245,6 +273,27 @@ impl Trainer {
             last_checkpoint: None,
             progress: false,
         })
+    }
+}
+
+impl Trainer {
+    /// Starts a trainer of `policy` (its frozen copy is the reference).
+    pub fn builder(policy: Box<dyn Policy>, tokenizer: Arc<dyn TextTokenizer>) -> TrainerBuilder {
+        TrainerBuilder {
+            policy,
+            tokenizer,
+            seed: 0,
+            train_config: TrainConfig::default(),
+            recorded: serde_json::Value::Null,
+            tasks: Vec::new(),
+            train: Vec::new(),
+            eval: Vec::new(),
+        }
+    }
+
+    /// The tasks, in the order they were added.
+    pub fn tasks(&self) -> &[TaskSpec] {
+        &self.tasks
     }
 
     pub fn step_count(&self) -> u64 {
@@ -299,7 +348,7 @@ impl Trainer {
             consecutive_skips: self.consecutive_skips,
             kl: self.kl.clone(),
             baselines: self.tasks.iter().map(|t| t.reward.cached()).collect(),
-            config: self.config.clone(),
+            config: self.recorded.clone(),
         };
         let dir = checkpoint::publish(&self.out_dir, self.step, |tmp| {
             self.policy.save(&tmp.join(checkpoint::POLICY_FILE))?;
@@ -313,7 +362,7 @@ impl Trainer {
     /// Trains until `train.steps`, with evaluation, metrics and checkpoints.
     pub fn run(&mut self) -> Result<RunSummary> {
         std::fs::create_dir_all(&self.out_dir).map_err(|e| Error::io(&self.out_dir, e))?;
-        let total = self.config.train.steps;
+        let total = self.train_config.steps;
         let bar = if self.progress {
             let bar = ProgressBar::new(total);
             bar.set_style(
@@ -332,11 +381,11 @@ impl Trainer {
             bar.set_position(self.step);
             bar.set_message(headline(&metrics));
             last = metrics;
-            let every = self.config.train.checkpoint_every;
+            let every = self.train_config.checkpoint_every;
             if every > 0 && self.step % every == 0 && self.step < total {
                 self.checkpoint()?;
             }
-            let eval_every = self.config.train.eval_every;
+            let eval_every = self.train_config.eval_every;
             if eval_every > 0 && self.step % eval_every == 0 {
                 let eval = self.evaluate()?;
                 self.append_metrics(&eval)?;
@@ -379,10 +428,7 @@ impl Trainer {
             if order.as_ref().is_none_or(|(p, _)| *p != pass) {
                 let mut idx: Vec<usize> = (0..data.len()).collect();
                 idx.shuffle(&mut StdRng::seed_from_u64(seed_of(&[
-                    self.config.seed,
-                    l as u64,
-                    pass,
-                    1,
+                    self.seed, l as u64, pass, 1,
                 ])));
                 order = Some((pass, idx));
             }
@@ -400,11 +446,10 @@ impl Trainer {
             .iter()
             .map(|r| self.tokenizer.encode_prompt(&r.prompt))
             .collect::<Result<Vec<_>>>()?;
-        let sampling = SamplingConfig {
-            samples_per_prompt: task.generations_per_prompt,
-            seed: seed_of(&[self.config.seed, self.step, l as u64, 2]),
-            ..self.config.train.sampling.clone()
-        };
+        let sampling = self.train_config.sampling.sampling(
+            task.generations_per_prompt,
+            seed_of(&[self.seed, self.step, l as u64, 2]),
+        );
         let mut timing = Timing::default();
         let t = Instant::now();
         let rollouts = generate(
@@ -436,7 +481,7 @@ impl Trainer {
         let generator = ReferenceBaselines {
             reference: self.reference.as_ref(),
             tokenizer: self.tokenizer.as_ref(),
-            max_new_tokens: self.config.train.sampling.max_new_tokens,
+            max_new_tokens: self.train_config.sampling.max_new_tokens,
         };
         task.reward.score(&mut samples, Some(&generator))?;
         timing.reward = t.elapsed().as_secs_f64();
@@ -493,7 +538,7 @@ impl Trainer {
                 Tensor::zeros((0, 0), candle_core::DType::F32, self.policy.device())?,
                 None,
             )
-        } else if task.kl.estimator == KlEstimator::Full && task.kl.coef > 0.0 {
+        } else if task.kl.needs_logits() {
             let logits = response_logits(self.reference.as_ref(), &rollouts, false)?;
             (logprobs_from_logits(&logits, &rollouts)?, Some(logits))
         } else {
@@ -518,7 +563,7 @@ impl Trainer {
             metrics.kl_k1 = f64::from(k1);
             metrics.kl_k3 = f64::from(k3);
         }
-        let baselines = if matches!(task.optimizer, OptimizerConfig::Crraft { .. }) {
+        let baselines = if task.loss.needs_baselines() {
             self.passing_baselines(task, &records)?
         } else {
             vec![None; records.len()]
@@ -579,7 +624,8 @@ impl Trainer {
         let task = &self.tasks[l];
         let ro = &batch.rollouts;
         let device = self.policy.device();
-        let (policy_logits, token_logp) = if batch.ref_logits.is_some() {
+        let (policy_logits, token_logp) = if batch.ref_logits.is_some() || task.loss.needs_logits()
+        {
             let logits = response_logits(self.policy.as_ref(), ro, true)?;
             let lp = logprobs_from_logits(&logits, ro)?;
             (Some(logits), lp)
@@ -623,9 +669,10 @@ impl Trainer {
             group: groups,
             lengths: ro.responses.iter().map(Vec::len).collect(),
             baseline_seq_logp,
+            logits: policy_logits.clone().filter(|_| task.loss.needs_logits()),
         };
         debug_assert_eq!(inputs.baseline_seq_logp.len(), n_groups);
-        let out = task_loss(&task.optimizer, &inputs)?;
+        let out = task.loss.loss(&inputs)?;
         let mut stats: BTreeMap<String, f64> =
             out.stats.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         let coef = self.kl[l].coef();
@@ -715,16 +762,16 @@ impl Trainer {
         let epochs = self
             .tasks
             .iter()
-            .map(|t| t.optimizer.epochs())
+            .map(|t| t.loss.epochs())
             .max()
             .unwrap_or(1);
-        let lr = learning_rate(&self.config.train, self.step);
+        let lr = learning_rate(&self.train_config, self.step);
         let mut skipped = false;
         for epoch in 0..epochs {
             let mut merged: Vec<Option<Tensor>> = vec![None; self.vars.len()];
             let mut finite = true;
             for (l, batch) in batches.iter_mut().enumerate() {
-                if epoch >= self.tasks[l].optimizer.epochs() || batch.rollouts.is_empty() {
+                if epoch >= self.tasks[l].loss.epochs() || batch.rollouts.is_empty() {
                     continue;
                 }
                 let t = Instant::now();
@@ -749,7 +796,7 @@ impl Trainer {
                 skipped = true;
                 break;
             }
-            clip(&mut merged, self.config.train.max_grad_norm)?;
+            clip(&mut merged, self.train_config.max_grad_norm)?;
             self.optimizer.step(&merged, lr)?;
         }
         let mut out = Vec::with_capacity(batches.len());
@@ -758,10 +805,7 @@ impl Trainer {
             m.learning_rate = lr;
             m.skipped = skipped;
             if !skipped {
-                let kl = match self.tasks[l].kl.estimator {
-                    KlEstimator::K1 => m.kl_k1,
-                    _ => m.kl_k3,
-                };
+                let kl = self.tasks[l].kl.estimator.tracked(m.kl_k1, m.kl_k3);
                 self.kl[l].update(kl, m.used);
             }
             out.push(m);
@@ -769,7 +813,7 @@ impl Trainer {
         self.step += 1;
         if skipped {
             self.consecutive_skips += 1;
-            if self.consecutive_skips >= self.config.train.max_consecutive_skips {
+            if self.consecutive_skips >= self.train_config.max_consecutive_skips {
                 let last = self
                     .last_checkpoint
                     .as_ref()
@@ -791,7 +835,7 @@ impl Trainer {
         for (l, task) in self.tasks.iter().enumerate() {
             let records: Vec<_> = self.eval[l]
                 .iter()
-                .take(self.config.train.eval_prompts)
+                .take(self.train_config.eval_prompts)
                 .cloned()
                 .collect();
             if records.is_empty() {
@@ -801,16 +845,13 @@ impl Trainer {
                 .iter()
                 .map(|r| self.tokenizer.encode_prompt(&r.prompt))
                 .collect::<Result<Vec<_>>>()?;
-            let cfg = SamplingConfig {
-                temperature: if self.config.train.eval_greedy {
-                    0.0
-                } else {
-                    self.config.train.sampling.temperature
-                },
-                samples_per_prompt: 1,
-                seed: seed_of(&[self.config.seed, l as u64, 3]),
-                ..self.config.train.sampling.clone()
-            };
+            let mut cfg = self
+                .train_config
+                .sampling
+                .sampling(1, seed_of(&[self.seed, l as u64, 3]));
+            if self.train_config.eval_greedy {
+                cfg.temperature = 0.0;
+            }
             let t = Instant::now();
             let ro = generate(
                 self.policy.as_ref(),

@@ -5,10 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cgpo::config::RunConfig;
-use cgpo::judges::JudgeRegistry;
-use cgpo::reward::RewardRegistry;
-use cgpo::train::Trainer;
+use cgpo::config::{Registries, RunConfig};
 use clap::Args;
 
 #[derive(Args)]
@@ -36,11 +33,7 @@ pub fn run(args: TrainArgs) -> cgpo::Result<ExitCode> {
         config.train.output_dir = dir;
     }
     config.validate()?;
-    let mut trainer = Trainer::new(
-        config,
-        &JudgeRegistry::with_builtins(),
-        &RewardRegistry::with_builtins(),
-    )?;
+    let mut trainer = config.trainer(&Registries::default())?;
     trainer.progress = true;
     if args.resume {
         if trainer.resume()? {
