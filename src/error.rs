@@ -69,21 +69,24 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
+    /// A bad config value at `key` (`tasks[1].kl.coef`).
+    pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Config {
             key: key.into(),
             message: message.into(),
         }
     }
 
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// A failed file operation on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
             source,
         }
     }
 
-    pub(crate) fn model(source: impl fmt::Display, message: impl Into<String>) -> Self {
+    /// A bad model or checkpoint file (`source` names it).
+    pub fn model(source: impl fmt::Display, message: impl Into<String>) -> Self {
         Error::Model {
             source_name: source.to_string(),
             message: message.into(),

@@ -1,4 +1,4 @@
-//! The per-task, per-token KL penalty (cgpo-spec section 4):
+//! The per-task, per-token KL penalty (docs/algorithm.md §4):
 //! `loss += coef * mean over response tokens of KL_t`, p = policy, q = reference,
 //!
 //! ```text
@@ -38,7 +38,7 @@ use crate::error::{check_config, Error, Result};
 pub use crate::ops::KlEstimator;
 use crate::ops::{kl_estimate, token_kl};
 
-/// The optional per-token KL penalty `coef * KL_t` (cgpo-spec section 4).
+/// The optional per-token KL penalty `coef * KL_t` (docs/algorithm.md §4).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KlConfig {

@@ -33,11 +33,9 @@
 //! assert!(report.samples[0].is_positive() && !report.samples[1].is_positive());
 //! ```
 
-pub mod ablation;
 pub mod config;
 pub mod data;
 pub mod error;
-pub mod instruct;
 pub mod kl;
 pub mod local_judge;
 pub mod ops;

@@ -133,7 +133,8 @@ pub struct Rollouts {
     pub prompts: Vec<Vec<u32>>,
     /// Sampled ids; the stop token, when one ended the response, is last.
     pub responses: Vec<Vec<u32>>,
-    /// Decoded responses without special tokens.
+    /// Decoded responses without special tokens (empty once a caller has
+    /// moved them into its samples).
     pub texts: Vec<String>,
     /// Behaviour log-prob of each response token.
     pub logprobs: Vec<Vec<f32>>,
@@ -182,7 +183,11 @@ impl Rollouts {
             prompt_index: idx.iter().map(|&i| self.prompt_index[i]).collect(),
             prompts: idx.iter().map(|&i| self.prompts[i].clone()).collect(),
             responses: idx.iter().map(|&i| self.responses[i].clone()).collect(),
-            texts: idx.iter().map(|&i| self.texts[i].clone()).collect(),
+            texts: if self.texts.is_empty() {
+                Vec::new()
+            } else {
+                idx.iter().map(|&i| self.texts[i].clone()).collect()
+            },
             logprobs: idx.iter().map(|&i| self.logprobs[i].clone()).collect(),
             finished: idx.iter().map(|&i| self.finished[i]).collect(),
             pad: self.pad,

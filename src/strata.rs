@@ -1,4 +1,4 @@
-//! Task strata (cgpo-spec section 1): every prompt belongs to exactly one
+//! Task strata (docs/algorithm.md §1): every prompt belongs to exactly one
 //! task. The [`Stratifier`] takes the record's own label when it has one,
 //! else asks a [`TaskClassifier`], else uses the default task; a prompt left
 //! without a task is an error, never silently dropped.

@@ -44,7 +44,7 @@ pub struct TaskSpec {
     pub reward: CalibratedReward,
     /// Whether the optimizer sees the calibrated (true) or raw reward.
     pub calibrated: bool,
-    pub judges: MixtureOfJudges,
+    pub judges: Arc<MixtureOfJudges>,
     /// The task's optimizer: its loss (CRPG, CODPO, CRRAFT, a baseline or
     /// one of the user's).
     pub loss: Arc<dyn TaskLoss>,
@@ -70,7 +70,7 @@ impl TaskSpec {
             weight: 1.0,
             reward,
             calibrated: true,
-            judges,
+            judges: Arc::new(judges),
             loss,
             generations_per_prompt: DEFAULT_K,
             batch_size: DEFAULT_BATCH,
@@ -115,13 +115,14 @@ impl TaskSpec {
         )
     }
 
-    /// The raw reward-model score of each view (no calibration, no
-    /// judges); a scoring error names this task.
-    pub fn raw_scores(&self, views: &[SampleView<'_>]) -> Result<Vec<f32>> {
-        self.reward.model().score(views).map_err(|e| Error::Reward {
-            model: self.name.clone(),
-            message: e.to_string(),
-        })
+    /// What an evaluation of this task needs: its judges and its reward
+    /// model, shared.
+    pub fn eval_task(&self) -> EvalTask {
+        EvalTask {
+            name: self.name.clone(),
+            judges: self.judges.clone(),
+            reward: self.reward.model().clone(),
+        }
     }
 
     /// Judges and scores samples of this task, setting `judgement` and
@@ -198,6 +199,25 @@ fn yes() -> bool {
 
 const DEFAULT_K: usize = 4;
 const DEFAULT_BATCH: usize = 8;
+
+/// A task as an evaluation sees it: its name, judges and reward model.
+#[derive(Clone)]
+pub struct EvalTask {
+    pub name: String,
+    pub judges: Arc<MixtureOfJudges>,
+    pub reward: Arc<dyn RewardModel>,
+}
+
+impl EvalTask {
+    /// The raw reward-model score of each view (no calibration, no
+    /// judges); a scoring error names this task.
+    pub fn raw_scores(&self, views: &[SampleView<'_>]) -> Result<Vec<f32>> {
+        self.reward.score(views).map_err(|e| Error::Reward {
+            model: self.name.clone(),
+            message: e.to_string(),
+        })
+    }
+}
 
 /// The checks shared by [`TaskSpec::validate`] and [`TaskConfig::validate`]:
 /// a name, weight >= 0, K and B >= 1, K enough for the loss, the KL

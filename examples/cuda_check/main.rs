@@ -154,7 +154,7 @@ fn run() -> AnyResult<bool> {
 }
 
 // ---------------------------------------------------------------------------
-// Naive f64 CPU reference (cgpo-spec section 6).
+// Naive f64 CPU reference (docs/algorithm.md §6).
 
 fn row_lse(row: &[f32]) -> f64 {
     let m = row

@@ -1,4 +1,4 @@
-//! The mixture of judges (cgpo-spec section 1): a sample is *positive* only
+//! The mixture of judges (docs/algorithm.md §1): a sample is *positive* only
 //! if every judge of its task says `Pass` (AND).
 //!
 //! The judges of one mixture run in parallel (rayon), each on the whole
@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Judge, JudgeError, SampleView, Verdict};
 
-/// What a judge `Error` does to its sample (cgpo-spec section 1).
+/// What a judge `Error` does to its sample (docs/algorithm.md §1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorPolicy {

@@ -1,5 +1,5 @@
 //! CUDA implementation of the fused per-token log-prob and KL kernels
-//! (cgpo-spec section 6), behind the `cuda` cargo feature.
+//! (docs/algorithm.md §6), behind the `cuda` cargo feature.
 //!
 //! The sources in `kernels/` are embedded in the binary and compiled at run
 //! time by NVRTC; `cudarc` loads `libcuda` and `libnvrtc` dynamically, so the

@@ -1,4 +1,4 @@
-//! Fused per-token log-probs and KL (cgpo-spec sections 4 and 6): the hot
+//! Fused per-token log-probs and KL (docs/algorithm.md §4 and §6): the hot
 //! paths of every rollout and loss.
 //!
 //! - [`token_logprobs`]: `log softmax(z)[y]` per row of `[N, V]` logits.

@@ -1,4 +1,4 @@
-//! CODPO, constrained online DPO (cgpo-spec section 3). Per prompt with K
+//! CODPO, constrained online DPO (docs/algorithm.md §3). Per prompt with K
 //! samples:
 //!
 //! ```text

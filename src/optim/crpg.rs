@@ -1,4 +1,4 @@
-//! CRPG, calibrated-regularized policy gradient (cgpo-spec section 3):
+//! CRPG, calibrated-regularized policy gradient (docs/algorithm.md §3):
 //!
 //! ```text
 //! R_cr   = R_calib if y = 1 else 0

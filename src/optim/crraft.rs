@@ -1,5 +1,5 @@
-//! CRRAFT, calibrated-regularized reward-ranked fine-tuning (cgpo-spec
-//! section 3). Per prompt:
+//! CRRAFT, calibrated-regularized reward-ranked fine-tuning (docs/algorithm.md
+//! §3). Per prompt:
 //!
 //! ```text
 //! a* = argmax of r over samples with y = 1 and logratio <= KL_max

@@ -1,4 +1,4 @@
-//! Per-task losses (cgpo-spec sections 3 and 5) as pure functions of one
+//! Per-task losses (docs/algorithm.md §3 and §5) as pure functions of one
 //! task's minibatch.
 //!
 //! A minibatch is `N = G x K` samples: G prompts, K responses each, in

@@ -1,4 +1,4 @@
-//! Online DPO without judges (cgpo-spec section 5, an ablation of CODPO):
+//! Online DPO without judges (docs/algorithm.md §5, an ablation of CODPO):
 //! per prompt the pair is chosen by the raw reward only,
 //!
 //! ```text

@@ -1,5 +1,5 @@
-//! Unconstrained policy gradient, "PPO-like" without a critic (cgpo-spec
-//! section 5, the baseline CGPO is compared with). One reward (raw or
+//! Unconstrained policy gradient, "PPO-like" without a critic (docs/algorithm.md
+//! §5, the baseline CGPO is compared with). One reward (raw or
 //! calibrated), no judges, a batch-mean baseline, the advantage of each
 //! sequence broadcast to its tokens:
 //!

@@ -1,5 +1,5 @@
-//! RAFT, reward-ranked fine-tuning without judges or KL filter (cgpo-spec
-//! section 5, an ablation of CRRAFT). Per prompt:
+//! RAFT, reward-ranked fine-tuning without judges or KL filter (docs/algorithm.md
+//! §5, an ablation of CRRAFT). Per prompt:
 //!
 //! ```text
 //! a* = argmax over all K of r

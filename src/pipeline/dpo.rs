@@ -42,7 +42,7 @@ use crate::error::{Error, Result};
 use crate::optim::codpo::softplus;
 use crate::policy::Policy;
 use crate::rollout::sequence_logprobs;
-use crate::train::checkpoint::POLICY_FILE;
+use crate::run_dir::POLICY_FILE;
 
 /// The DPO loss of a batch of pairs and its per-pair numbers.
 pub struct DpoLoss {

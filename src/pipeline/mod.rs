@@ -40,7 +40,7 @@ pub use data::{PairExample, SftExample, SkipReport};
 pub use dpo::{dpo_loss, dpo_nll_loss, Dpo, DpoLoss};
 pub use reward_model::RewardTraining;
 pub use sft::Sft;
-pub use stage::{BatchLoss, Split, Stage, StageMetrics, StageRunner, StageState, StageSummary};
+pub use stage::{BatchLoss, Split, Stage, StageMetrics, StageRunner, StageSummary};
 
 use crate::error::{DataError, Error, Result};
 use crate::policy::load_policy;

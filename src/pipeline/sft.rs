@@ -27,7 +27,7 @@ use super::teacher_forced;
 use crate::error::{Error, Result};
 use crate::policy::Policy;
 use crate::rollout::sequence_logprobs;
-use crate::train::checkpoint::POLICY_FILE;
+use crate::run_dir::POLICY_FILE;
 
 pub struct Sft {
     policy: Box<dyn Policy>,

@@ -1,12 +1,10 @@
-//! The loop every stage before CGPO shares: a [`Stage`] says what is
-//! trained and what its loss on a minibatch is; [`StageRunner`] does the
-//! rest with the CGPO trainer's parts: seeded data order (a permutation per
-//! pass), AdamW with the warm-up / cosine schedule
-//! ([`crate::train::AdamW`], [`crate::train::learning_rate`]), global
-//! gradient clipping ([`crate::train::merge::clip`]), skipping of
-//! non-finite steps, evaluation on the eval records, `metrics.jsonl`,
-//! checkpoints published atomically with a `latest` pointer
-//! ([`crate::train::checkpoint`]), resume and a progress bar.
+//! The stages before CGPO: a [`Stage`] says what is trained and what its
+//! loss on a minibatch is; [`StageRunner`] makes it a [`Job`] of the one
+//! training loop ([`crate::train::RunLoop`]: metrics, evaluations,
+//! checkpoints, resume, the skip guard, a progress bar), with the CGPO
+//! trainer's parts: seeded data order ([`crate::train::seeded_order`]),
+//! AdamW with the warm-up / cosine schedule, global gradient clipping
+//! ([`crate::train::AdamW::update`]).
 //!
 //! ```
 //! use candle_core::{Tensor, Var};
@@ -37,24 +35,19 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Tensor, Var};
-use indicatif::{ProgressBar, ProgressStyle};
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::config::StageTrain;
-use crate::config::TrainConfig;
 use crate::error::{Error, Result};
-use crate::train::checkpoint::{self, OPTIMIZER_FILE, STATE_FILE};
-use crate::train::merge::{clip, task_gradient};
-use crate::train::{learning_rate, truncate_metrics, AdamW};
+use crate::run_dir::OPTIMIZER_FILE;
+use crate::train::merge::task_gradient;
+use crate::train::{
+    learning_rate, seeded_order, AdamW, Job, LoopSettings, LoopState, RunLoop, Stepped, TrainConfig,
+};
 
 /// Which records a batch comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,18 +113,6 @@ pub struct StageMetrics {
     pub time_s: f64,
 }
 
-/// Checkpoint state beside the tensors.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct StageState {
-    pub stage: String,
-    /// Steps completed.
-    pub step: u64,
-    pub optimizer_steps: u64,
-    pub consecutive_skips: u32,
-    /// The stage's config, as run.
-    pub config: serde_json::Value,
-}
-
 /// Where a stage stands after [`StageRunner::run`].
 #[derive(Clone, Debug)]
 pub struct StageSummary {
@@ -144,6 +125,7 @@ pub struct StageSummary {
     pub metrics: PathBuf,
 }
 
+/// A stage as a [`Job`] of the one training loop.
 pub struct StageRunner<S: Stage> {
     stage: S,
     cfg: StageTrain,
@@ -152,12 +134,17 @@ pub struct StageRunner<S: Stage> {
     config: serde_json::Value,
     vars: Vec<(String, Var)>,
     optimizer: AdamW,
-    step: u64,
-    consecutive_skips: u32,
-    out_dir: PathBuf,
-    last_checkpoint: Option<PathBuf>,
+    state: LoopState,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+}
+
+/// The stage's part of a checkpoint's state.
+#[derive(Serialize, Deserialize)]
+struct StageState {
+    optimizer_steps: u64,
+    /// The stage's config, as run.
+    config: serde_json::Value,
 }
 
 impl<S: Stage> StageRunner<S> {
@@ -178,7 +165,6 @@ impl<S: Stage> StageRunner<S> {
         }
         let optimizer_cfg = cfg.optimizer();
         let optimizer = AdamW::from_config(&vars, &optimizer_cfg)?;
-        let out_dir = cfg.output_dir(stage.name());
         Ok(Self {
             stage,
             cfg: cfg.clone(),
@@ -187,10 +173,7 @@ impl<S: Stage> StageRunner<S> {
             config,
             vars,
             optimizer,
-            step: 0,
-            consecutive_skips: 0,
-            out_dir,
-            last_checkpoint: None,
+            state: LoopState::default(),
             progress: false,
         })
     }
@@ -204,147 +187,70 @@ impl<S: Stage> StageRunner<S> {
     }
 
     pub fn step_count(&self) -> u64 {
-        self.step
+        self.state.step
     }
 
     pub fn metrics_path(&self) -> PathBuf {
-        self.out_dir.join("metrics.jsonl")
+        self.cfg.output_dir(self.stage.name()).join("metrics.jsonl")
+    }
+
+    /// The loop's schedule: evaluation before the first step, every
+    /// `eval_every` steps and after the last; checkpoints every
+    /// `checkpoint_every` steps and at the end.
+    pub fn loop_settings(&self) -> LoopSettings {
+        LoopSettings {
+            steps: self.cfg.steps,
+            eval_every: self.cfg.eval_every,
+            eval_at_start: true,
+            eval_at_end: true,
+            checkpoint_every: self.cfg.checkpoint_every,
+            final_checkpoint: true,
+            max_consecutive_skips: self.cfg.max_consecutive_skips,
+            output_dir: self.cfg.output_dir(self.stage.name()),
+            progress: self.progress.then(|| self.stage.name().to_string()),
+        }
     }
 
     /// Loads the latest checkpoint in the output directory, if any; returns
     /// whether it did. Metrics lines after it are removed.
     pub fn resume(&mut self) -> Result<bool> {
-        let Some(dir) = checkpoint::latest(&self.out_dir)? else {
-            return Ok(false);
-        };
-        let path = dir.join(STATE_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let state: StageState = serde_json::from_str(&text)
-            .map_err(|e| Error::model(path.display(), format!("not a stage checkpoint: {e}")))?;
-        if state.stage != self.stage.name() {
-            return Err(Error::model(
-                dir.display(),
-                format!(
-                    "a `{}` checkpoint, not `{}`",
-                    state.stage,
-                    self.stage.name()
-                ),
-            ));
-        }
-        self.stage.load(&dir)?;
-        self.optimizer
-            .load(&dir.join(OPTIMIZER_FILE), state.optimizer_steps)?;
-        self.step = state.step;
-        self.consecutive_skips = state.consecutive_skips;
-        self.last_checkpoint = Some(dir);
-        truncate_metrics(&self.metrics_path(), self.step)?;
-        Ok(true)
+        let settings = self.loop_settings();
+        RunLoop::new(self, settings).resume()
     }
 
     /// Writes a checkpoint of the current state.
     pub fn checkpoint(&mut self) -> Result<PathBuf> {
-        let state = StageState {
-            stage: self.stage.name().to_string(),
-            step: self.step,
-            optimizer_steps: self.optimizer.steps_taken(),
-            consecutive_skips: self.consecutive_skips,
-            config: self.config.clone(),
-        };
-        let dir = checkpoint::publish(&self.out_dir, self.step, |tmp| {
-            self.stage.save(tmp)?;
-            self.optimizer.save(&tmp.join(OPTIMIZER_FILE))?;
-            let path = tmp.join(STATE_FILE);
-            let text = serde_json::to_string_pretty(&state)
-                .map_err(|e| Error::model(path.display(), e.to_string()))?;
-            std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
-        })?;
-        self.last_checkpoint = Some(dir.clone());
-        Ok(dir)
+        let settings = self.loop_settings();
+        RunLoop::new(self, settings).checkpoint()
     }
 
-    /// The records of step `step`: a seeded permutation per pass.
-    fn batch_indices(&self, step: u64) -> Vec<usize> {
-        let n = self.stage.len(Split::Train) as u64;
-        let b = self.cfg.batch_size as u64;
-        let mut out = Vec::with_capacity(b as usize);
-        let mut order: Option<(u64, Vec<usize>)> = None;
-        for j in 0..b {
-            let i = step * b + j;
-            let pass = i / n;
-            if order.as_ref().is_none_or(|(p, _)| *p != pass) {
-                let mut idx: Vec<usize> = (0..n as usize).collect();
-                idx.shuffle(&mut StdRng::seed_from_u64(mix(self.seed, pass)));
-                order = Some((pass, idx));
-            }
-            if let Some((_, idx)) = &order {
-                out.push(idx[(i % n) as usize]);
-            }
-        }
-        out
-    }
-
-    /// One optimizer step on the next minibatch.
-    pub fn train_step(&mut self) -> Result<StageMetrics> {
-        let start = Instant::now();
-        let idx = self.batch_indices(self.step);
-        let lr = learning_rate(&self.optimizer_cfg, self.step);
-        let batch = self.stage.loss(Split::Train, &idx, true)?;
-        let loss = f64::from(
-            batch
-                .loss
-                .to_dtype(candle_core::DType::F32)?
-                .to_scalar::<f32>()?,
-        );
-        let (grad_norm, skipped) = if loss.is_finite() {
-            let mut grads = task_gradient(&batch.loss, &self.vars)?.grads;
-            let norm = clip(&mut grads, self.cfg.max_grad_norm)?;
-            if norm.is_finite() {
-                self.optimizer.step(&grads, lr)?;
-            }
-            (norm, !norm.is_finite())
-        } else {
-            (f64::NAN, true)
-        };
-        let metrics = StageMetrics {
-            kind: "train".into(),
-            stage: self.stage.name().into(),
-            step: self.step,
-            examples: idx.len(),
-            loss,
-            stats: batch
-                .stats
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect(),
-            grad_norm: Some(grad_norm),
-            learning_rate: Some(lr),
-            skipped,
-            time_s: start.elapsed().as_secs_f64(),
-        };
-        self.step += 1;
-        if skipped {
-            self.consecutive_skips += 1;
-            if self.consecutive_skips >= self.cfg.max_consecutive_skips {
-                let last = self
-                    .last_checkpoint
-                    .as_ref()
-                    .map_or("none".to_string(), |p| p.display().to_string());
-                return Err(Error::Train(format!(
-                    "{}: {} consecutive steps had a non-finite loss or gradient (last at step {}); stopping. Last good checkpoint: {last}",
-                    self.stage.name(),
-                    self.consecutive_skips,
-                    self.step
-                )));
-            }
-        } else {
-            self.consecutive_skips = 0;
-        }
-        Ok(metrics)
+    /// Trains until `train.steps` on the loop of
+    /// [`StageRunner::loop_settings`].
+    pub fn run(&mut self) -> Result<StageSummary> {
+        let settings = self.loop_settings();
+        let (mut first_eval, mut last_eval, mut last_train) = (None, None, None);
+        let summary = RunLoop::new(self, settings)
+            .on_step(|_, m: &StageMetrics, _| last_train = Some(m.clone()))
+            .on_eval(|_, m: &StageMetrics, _| {
+                first_eval.get_or_insert_with(|| m.clone());
+                last_eval = Some(m.clone());
+            })
+            .run()?;
+        Ok(StageSummary {
+            steps: summary.steps,
+            last_train,
+            first_eval,
+            last_eval,
+            checkpoint: summary
+                .checkpoint
+                .expect("the stage loop checkpoints at the end"),
+            metrics: summary.metrics,
+        })
     }
 
     /// Loss and statistics on the first `eval_examples` eval records,
     /// averaged by the batches' weights; `None` without eval records.
-    pub fn evaluate(&self) -> Result<Option<StageMetrics>> {
+    pub fn evaluate_now(&self) -> Result<Option<StageMetrics>> {
         let n = self.stage.len(Split::Eval).min(self.cfg.eval_examples);
         if n == 0 {
             return Ok(None);
@@ -370,7 +276,7 @@ impl<S: Stage> StageRunner<S> {
         Ok(Some(StageMetrics {
             kind: "eval".into(),
             stage: self.stage.name().into(),
-            step: self.step,
+            step: self.state.step,
             examples: n,
             loss: loss / total,
             stats: stats.into_iter().map(|(k, v)| (k, v / total)).collect(),
@@ -378,76 +284,104 @@ impl<S: Stage> StageRunner<S> {
             ..StageMetrics::default()
         }))
     }
+}
 
-    fn append_metrics(&self, m: &StageMetrics) -> Result<()> {
-        let path = self.metrics_path();
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        let line = serde_json::to_string(m).map_err(|e| Error::Train(e.to_string()))?;
-        writeln!(f, "{line}").map_err(|e| Error::io(&path, e))
+impl<S: Stage> Job for StageRunner<S> {
+    type Step = StageMetrics;
+    type Eval = StageMetrics;
+
+    fn name(&self) -> &str {
+        self.stage.name()
     }
 
-    /// Trains until `train.steps`: metrics, evaluations (before the first
-    /// step of a fresh run, every `eval_every` steps, after the last),
-    /// checkpoints (every `checkpoint_every` steps and at the end).
-    pub fn run(&mut self) -> Result<StageSummary> {
-        std::fs::create_dir_all(&self.out_dir).map_err(|e| Error::io(&self.out_dir, e))?;
-        let total = self.cfg.steps;
-        let bar = if self.progress {
-            let bar = ProgressBar::new(total);
-            bar.set_style(
-                ProgressStyle::with_template(&format!(
-                    "{} {{bar:30}} {{pos}}/{{len}} steps {{elapsed}}<{{eta}} {{msg}}",
-                    self.stage.name()
-                ))
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar.set_position(self.step);
-            bar
+    fn state(&self) -> &LoopState {
+        &self.state
+    }
+
+    fn state_mut(&mut self) -> &mut LoopState {
+        &mut self.state
+    }
+
+    /// One optimizer step on the next minibatch (a seeded permutation per
+    /// pass over the records).
+    fn train_step(&mut self) -> Result<Stepped<StageMetrics>> {
+        let start = Instant::now();
+        let step = self.state.step;
+        let seed = self.seed;
+        let idx = seeded_order(
+            self.stage.len(Split::Train),
+            self.cfg.batch_size,
+            step,
+            |pass| mix(seed, pass),
+        );
+        let lr = learning_rate(&self.optimizer_cfg, step);
+        let batch = self.stage.loss(Split::Train, &idx, true)?;
+        let loss = f64::from(
+            batch
+                .loss
+                .to_dtype(candle_core::DType::F32)?
+                .to_scalar::<f32>()?,
+        );
+        let (grad_norm, skipped) = if loss.is_finite() {
+            let mut grads = task_gradient(&batch.loss, &self.vars)?.grads;
+            let norm = self
+                .optimizer
+                .update(&mut grads, self.cfg.max_grad_norm, lr)?;
+            (norm, !norm.is_finite())
         } else {
-            ProgressBar::hidden()
+            (f64::NAN, true)
         };
-        let (mut first_eval, mut last_eval, mut last_train) = (None, None, None);
-        let mut evaluate = |runner: &Self| -> Result<()> {
-            if let Some(m) = runner.evaluate()? {
-                runner.append_metrics(&m)?;
-                first_eval.get_or_insert_with(|| m.clone());
-                last_eval = Some(m);
-            }
-            Ok(())
+        let record = StageMetrics {
+            kind: "train".into(),
+            stage: self.stage.name().into(),
+            step,
+            examples: idx.len(),
+            loss,
+            stats: batch
+                .stats
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            grad_norm: Some(grad_norm),
+            learning_rate: Some(lr),
+            skipped,
+            time_s: start.elapsed().as_secs_f64(),
         };
-        if self.step == 0 {
-            evaluate(self)?;
-        }
-        while self.step < total {
-            let m = self.train_step()?;
-            self.append_metrics(&m)?;
-            bar.set_position(self.step);
-            bar.set_message(headline(&m));
-            last_train = Some(m);
-            let every = self.cfg.checkpoint_every;
-            if every > 0 && self.step % every == 0 && self.step < total {
-                self.checkpoint()?;
-            }
-            let eval_every = self.cfg.eval_every;
-            if eval_every > 0 && self.step % eval_every == 0 && self.step < total {
-                evaluate(self)?;
-            }
-        }
-        bar.finish_and_clear();
-        evaluate(self)?;
-        let checkpoint = self.checkpoint()?;
-        Ok(StageSummary {
-            steps: self.step,
-            last_train,
-            first_eval,
-            last_eval,
-            checkpoint,
-            metrics: self.metrics_path(),
+        Ok(Stepped { record, skipped })
+    }
+
+    fn evaluate(&mut self) -> Result<Option<StageMetrics>> {
+        self.evaluate_now()
+    }
+
+    fn step_lines(&self, m: &StageMetrics) -> Vec<serde_json::Value> {
+        serde_json::to_value(m).into_iter().collect()
+    }
+
+    fn eval_lines(&self, m: &StageMetrics) -> Vec<serde_json::Value> {
+        serde_json::to_value(m).into_iter().collect()
+    }
+
+    fn headline(&self, m: &StageMetrics) -> String {
+        headline(m)
+    }
+
+    fn save(&self, dir: &Path) -> Result<serde_json::Value> {
+        self.stage.save(dir)?;
+        self.optimizer.save(&dir.join(OPTIMIZER_FILE))?;
+        serde_json::to_value(StageState {
+            optimizer_steps: self.optimizer.steps_taken(),
+            config: self.config.clone(),
         })
+        .map_err(|e| Error::Train(e.to_string()))
+    }
+
+    fn load(&mut self, dir: &Path, state: serde_json::Value) -> Result<()> {
+        let state: StageState = serde_json::from_value(state)
+            .map_err(|e| Error::model(dir.display(), format!("not a stage checkpoint: {e}")))?;
+        self.stage.load(dir)?;
+        self.optimizer
+            .load(&dir.join(OPTIMIZER_FILE), state.optimizer_steps)
     }
 }
 

@@ -102,14 +102,77 @@ impl TokenBatch {
 
 /// The keys and values of the tokens decoded so far, one pair per layer,
 /// plus the bookkeeping that makes padding invisible: which cached
-/// positions are real, and each row's next rotary position.
+/// positions are real, and each row's next position.
+///
+/// A model's [`super::Policy::decode`] calls [`KvCache::advance`] once per
+/// chunk of new tokens (positions and attention mask), then
+/// [`KvCache::append`] once per layer with the chunk's keys and values,
+/// and attends over what `append` returns:
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use cgpo::policy::{KvCache, TokenBatch};
+/// let dev = Device::Cpu;
+/// let mut cache = KvCache::new();
+/// // Two rows, the second left-padded by one.
+/// let step = cache.advance(&TokenBatch::left_padded(&[vec![5, 6], vec![7]], 0)?)?;
+/// assert_eq!(step.positions, [0, 1, 0, 0]);
+/// let mask = step.mask_tensor(&dev)?.unwrap(); // [rows, 1, new, cached + new]
+/// assert_eq!(mask.dims(), [2, 1, 2, 2]);
+/// let kv = Tensor::zeros((2, 1, 2, 4), candle_core::DType::F32, &dev)?; // [rows, heads, new, dim]
+/// let (k, _v) = cache.append(0, kv.clone(), kv)?;
+/// assert_eq!(k.dims(), [2, 1, 2, 4]);
+/// let step = cache.advance(&TokenBatch::column(&[8, 9]))?;
+/// assert_eq!((step.positions, cache.len()), (vec![2, 1], 3));
+/// # Ok::<(), cgpo::Error>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct KvCache {
-    pub(crate) layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<(Tensor, Tensor)>>,
     /// `[rows][cached len]`: whether each cached position is a real token.
-    pub(crate) valid: Vec<Vec<bool>>,
+    valid: Vec<Vec<bool>>,
     /// Each row's position of its next token (real tokens so far).
-    pub(crate) next_pos: Vec<u32>,
+    next_pos: Vec<u32>,
+}
+
+/// What [`KvCache::advance`] gives a model for one chunk of new tokens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CacheStep {
+    /// Row-major `[rows, new]`: each token's position (rotary or learned),
+    /// continuing the row's real tokens; padding does not count.
+    pub positions: Vec<u32>,
+    /// Row-major `[rows, 1, new, cached + new]` additive attention mask: 0
+    /// where a query may see a key (real keys up to itself, and always
+    /// itself, so that padding rows stay finite), -inf elsewhere.
+    pub mask: Vec<f32>,
+    pub rows: usize,
+    pub new: usize,
+    /// Cached positions after this chunk (`cached + new`).
+    pub total: usize,
+}
+
+impl CacheStep {
+    /// The positions as a `[rows * new]` u32 tensor.
+    pub fn positions_tensor(&self, device: &Device) -> Result<Tensor> {
+        Ok(Tensor::from_slice(
+            &self.positions,
+            self.rows * self.new,
+            device,
+        )?)
+    }
+
+    /// The mask as a `[rows, 1, new, total]` f32 tensor, or `None` when it
+    /// masks nothing.
+    pub fn mask_tensor(&self, device: &Device) -> Result<Option<Tensor>> {
+        if self.mask.iter().all(|&m| m == 0.0) {
+            return Ok(None);
+        }
+        Ok(Some(Tensor::from_slice(
+            &self.mask,
+            (self.rows, 1, self.new, self.total),
+            device,
+        )?))
+    }
 }
 
 impl KvCache {
@@ -126,11 +189,30 @@ impl KvCache {
         self.len() == 0
     }
 
-    /// Rotary positions of `batch`'s tokens (continuing the cache) and the
-    /// additive attention mask `[rows, 1, new, cached + new]`: a query sees
-    /// the real keys up to itself, and always itself (so that padding rows
-    /// stay finite). Records the new tokens in the bookkeeping.
-    pub(crate) fn advance(&mut self, batch: &TokenBatch) -> Result<(Vec<u32>, Vec<f32>)> {
+    /// Appends one chunk's keys and values of `layer` (`[rows, heads, new,
+    /// dim]`, positions on dimension 2) after the cached ones and returns
+    /// the layer's whole keys and values.
+    pub fn append(&mut self, layer: usize, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+        if self.layers.len() <= layer {
+            self.layers.resize(layer + 1, None);
+        }
+        let (k, v) = match &self.layers[layer] {
+            Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+            None => (k, v),
+        };
+        self.layers[layer] = Some((k.clone(), v.clone()));
+        Ok((k, v))
+    }
+
+    /// The cached keys and values of `layer`, if any.
+    pub fn layer(&self, layer: usize) -> Option<(&Tensor, &Tensor)> {
+        self.layers.get(layer)?.as_ref().map(|(k, v)| (k, v))
+    }
+
+    /// Records `batch` (one chunk of new tokens per row; the first chunk
+    /// fixes the number of rows) and returns its positions and attention
+    /// mask.
+    pub fn advance(&mut self, batch: &TokenBatch) -> Result<CacheStep> {
         let (rows, new) = (batch.rows(), batch.len());
         if self.valid.is_empty() {
             self.valid = vec![Vec::new(); rows];
@@ -161,7 +243,13 @@ impl KvCache {
                 }
             }
         }
-        Ok((positions, mask))
+        Ok(CacheStep {
+            positions,
+            mask,
+            rows,
+            new,
+            total,
+        })
     }
 }
 
@@ -181,12 +269,14 @@ mod tests {
     fn cache_positions_skip_padding_and_mask_hides_it() {
         let mut cache = KvCache::new();
         let b = TokenBatch::left_padded(&[vec![5, 6], vec![7]], 0).unwrap();
-        let (pos, mask) = cache.advance(&b).unwrap();
+        let step = cache.advance(&b).unwrap();
+        let (pos, mask) = (step.positions, step.mask);
         assert_eq!(pos, [0, 1, 0, 0]);
         let inf = f32::NEG_INFINITY;
         // Row 1: the pad query sees only itself; the real one sees itself only.
         assert_eq!(&mask[4..], &[0.0, inf, inf, 0.0]);
-        let (pos, mask) = cache.advance(&TokenBatch::column(&[8, 9])).unwrap();
+        let step = cache.advance(&TokenBatch::column(&[8, 9])).unwrap();
+        let (pos, mask) = (step.positions, step.mask);
         assert_eq!(pos, [2, 1]);
         assert_eq!(mask, [0.0, 0.0, 0.0, inf, 0.0, 0.0]);
     }

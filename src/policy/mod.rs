@@ -41,7 +41,7 @@ use candle_core::{Device, Tensor, Var};
 
 use crate::error::Result;
 
-pub use batch::{KvCache, TokenBatch};
+pub use batch::{CacheStep, KvCache, TokenBatch};
 pub use chat::ChatTemplate;
 pub use gguf_tokenizer::SUPPORTED_FAMILIES as SUPPORTED_TOKENIZER_FAMILIES;
 pub use llama::Llama;
@@ -72,7 +72,8 @@ pub trait Policy: Send + Sync {
     /// Appends `batch` (one chunk of new tokens per row) to `cache` and
     /// returns the logits of each row's last position, `[B, V]` f32. Start
     /// with [`KvCache::new`]; the first call is the prompt (prefill), the
-    /// next ones one token each.
+    /// next ones one token each. A model keeps its keys and values with
+    /// [`KvCache::advance`] (positions, mask) and [`KvCache::append`].
     fn decode(&self, batch: &TokenBatch, cache: &mut KvCache) -> Result<Tensor>;
 
     /// The trainable parameters with their checkpoint names, in a fixed

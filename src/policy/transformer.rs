@@ -305,11 +305,8 @@ impl Transformer {
         let mut scratch = KvCache::new();
         let store = cache.is_some();
         let cache = cache.unwrap_or(&mut scratch);
-        if store && cache.layers.is_empty() {
-            cache.layers = vec![None; self.cfg.num_hidden_layers];
-        }
-        let (positions, mask) = cache.advance(batch)?;
-        let max_pos = positions.iter().copied().max().unwrap_or(0) as usize;
+        let step = cache.advance(batch)?;
+        let max_pos = step.positions.iter().copied().max().unwrap_or(0) as usize;
         if max_pos >= self.cfg.max_position_embeddings {
             return Err(Error::Rollout(format!(
                 "sequence of {} tokens exceeds the context window of {}",
@@ -317,13 +314,8 @@ impl Transformer {
                 self.cfg.max_position_embeddings
             )));
         }
-        let total = cache.len();
-        let mask = if mask.iter().all(|&m| m == 0.0) {
-            None
-        } else {
-            Some(Tensor::from_vec(mask, (b, 1, t, total), &self.device)?)
-        };
-        let pos = Tensor::from_vec(positions, b * t, &self.device)?;
+        let mask = step.mask_tensor(&self.device)?;
+        let pos = step.positions_tensor(&self.device)?;
         let half = self.cfg.head_dim() / 2;
         let cos = self.cos.index_select(&pos, 0)?.reshape((b, t, half))?;
         let sin = self.sin.index_select(&pos, 0)?.reshape((b, t, half))?;
@@ -352,15 +344,13 @@ impl Transformer {
                     .contiguous()?)
             };
             let q = rope(&heads(&weight(self.layer(l, 1)), nh)?, &cos, &sin, grad)?;
-            let mut k = rope(&heads(&weight(self.layer(l, 2)), nkv)?, &cos, &sin, grad)?;
-            let mut v = heads(&weight(self.layer(l, 3)), nkv)?;
-            if store {
-                if let Some((pk, pv)) = &cache.layers[l] {
-                    k = Tensor::cat(&[pk, &k], 2)?;
-                    v = Tensor::cat(&[pv, &v], 2)?;
-                }
-                cache.layers[l] = Some((k.clone(), v.clone()));
-            }
+            let k = rope(&heads(&weight(self.layer(l, 2)), nkv)?, &cos, &sin, grad)?;
+            let v = heads(&weight(self.layer(l, 3)), nkv)?;
+            let (k, v) = if store {
+                cache.append(l, k, v)?
+            } else {
+                (k, v)
+            };
             let a = attention(&q, &k, &v, mask.as_ref(), grad)?
                 .transpose(1, 2)?
                 .reshape((b, t, nh * hd))?;
@@ -595,7 +585,7 @@ mod tests {
         let mut cache = KvCache::new();
         let logits = tiny.model.decode(&batch, &mut cache).unwrap();
         assert!(!logits.track_op());
-        for (k, v) in cache.layers.iter().flatten() {
+        for (k, v) in (0..2).filter_map(|l| cache.layer(l)) {
             assert!(!k.track_op() && !v.track_op(), "the KV cache holds a graph");
         }
         assert!(!tiny.model.forward_no_grad(&batch).unwrap().track_op());

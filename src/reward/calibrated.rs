@@ -1,4 +1,4 @@
-//! The calibrated reward (cgpo-spec section 2):
+//! The calibrated reward (docs/algorithm.md §2):
 //! `R_calib(s, a) = sigmoid(r(s, a) - r(s, a_bar))`, the Bradley-Terry
 //! probability that response `a` beats the prompt's baseline `a_bar`.
 //!

@@ -1,5 +1,5 @@
 //! Reward models: the [`RewardModel`] trait (batch scores), a registry of
-//! models by name, and the calibrated reward of cgpo-spec section 2.
+//! models by name, and the calibrated reward of docs/algorithm.md §2.
 //!
 //! ```
 //! use cgpo::reward::{RewardModel, RewardRegistry, RewardModelSpec};

@@ -74,6 +74,24 @@ impl AdamW {
 
     /// One update with learning rate `lr`; `grads` aligned with the vars
     /// (`None`: no gradient, the var and its moments are left alone).
+    /// The one place where a step's gradient becomes an update, for every
+    /// training job: clip `grads` to `max_grad_norm` (0 = no clip) by their
+    /// global norm, then step when that norm is finite. Returns the norm
+    /// before clipping. (A data-parallel run would all-reduce `grads` here,
+    /// before the clip, so that every replica takes the same step.)
+    pub fn update(
+        &mut self,
+        grads: &mut [Option<Tensor>],
+        max_grad_norm: f64,
+        lr: f64,
+    ) -> Result<f64> {
+        let norm = super::merge::clip(grads, max_grad_norm)?;
+        if norm.is_finite() {
+            self.step(grads, lr)?;
+        }
+        Ok(norm)
+    }
+
     pub fn step(&mut self, grads: &[Option<Tensor>], lr: f64) -> Result<()> {
         if grads.len() != self.vars.len() {
             return Err(Error::Op {

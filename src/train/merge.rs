@@ -1,4 +1,4 @@
-//! The multi-task gradient (cgpo-spec section 3): each task's loss is
+//! The multi-task gradient (docs/algorithm.md §3): each task's loss is
 //! backpropagated on its own, its gradient norm logged, then
 //! `g = Σ_l ρ_l g_l`, then one global gradient-norm clip.
 //!

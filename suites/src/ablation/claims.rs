@@ -10,8 +10,8 @@
 //!    rate than both `pg-unconstrained` and `crpg-no-judges` in that seed.
 //!
 //! ```
-//! use cgpo::ablation::claims::check;
-//! use cgpo::ablation::Summary;
+//! use cgpo_suites::ablation::claims::check;
+//! use cgpo_suites::ablation::Summary;
 //! // Nothing run, nothing claimed: the check says so instead of passing.
 //! let checks = check(&Summary::default());
 //! assert_eq!(checks.len(), 1);
@@ -21,9 +21,9 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use super::eval::EvalPoint;
 use super::{format_rate, StartEnd, Summary};
-use crate::stats::disjoint;
+use cgpo::stats::disjoint;
+use cgpo::train::EvalPoint;
 
 /// The smallest fall of the test pass rate that counts as hacking.
 pub const HACK_DROP: f64 = 0.10;
@@ -158,7 +158,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn point(passes: usize, n: usize, reward: f64) -> EvalPoint {
-        let (lo, hi) = crate::stats::wilson(passes, n);
+        let (lo, hi) = cgpo::stats::wilson(passes, n);
         EvalPoint {
             eval_pass_rate: passes as f64 / n as f64,
             n,

@@ -1,4 +1,4 @@
-//! The ablation's runs (cgpo-spec section 5), each a [`RunConfig`] over the
+//! The ablation's runs (docs/algorithm.md §5), each a [`RunConfig`] over the
 //! suite's tasks from the same warm-up.
 //!
 //! | Run | Optimizer | Reward | Judges | KL |
@@ -17,7 +17,7 @@
 //! penalty 0.03 for every task.
 //!
 //! ```
-//! use cgpo::ablation::runs::RunName;
+//! use cgpo_suites::ablation::runs::RunName;
 //! assert_eq!(RunName::parse("cgpo-crpg").unwrap(), RunName::CgpoCrpg);
 //! assert_eq!(RunName::ALL.len(), 7);
 //! assert!(RunName::parse("ppo").is_err());
@@ -29,8 +29,8 @@ use serde_json::{json, Value};
 
 use super::suite::{SuiteTask, TASKS};
 use super::warmup::Warmup;
-use crate::config::RunConfig;
-use crate::error::{Error, Result};
+use cgpo::config::RunConfig;
+use cgpo::error::{Error, Result};
 
 /// One of the ablation's runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -7,10 +7,10 @@
 //! an ignored test (about 10 minutes in release mode on 2 cores):
 //! `cargo test --release --test ablation -- --ignored`.
 
-use cgpo::ablation::claims::check;
-use cgpo::ablation::runs::RunName;
-use cgpo::ablation::suite::TASKS;
-use cgpo::ablation::{run_ablation, run_dir, AblationOptions};
+use cgpo_suites::ablation::claims::check;
+use cgpo_suites::ablation::runs::RunName;
+use cgpo_suites::ablation::suite::TASKS;
+use cgpo_suites::ablation::{run_ablation, run_dir, AblationOptions};
 use serde_json::Value;
 
 #[test]
@@ -130,7 +130,7 @@ fn quick_ablation_writes_the_summary_and_trains_every_run() {
     assert_eq!(second.runs[0].tasks, summary.runs[0].tasks);
 }
 
-/// The documented claims (`cgpo::ablation::claims`) on three seeds of the
+/// The documented claims (`cgpo_suites::ablation::claims`) on three seeds of the
 /// default configuration, test split. Ignored: it trains 21 runs. As
 /// `docs/ablations.md` reports, it fails today: in seed 1 the
 /// unconstrained run does not hack any task by the claim's criterion.

@@ -1,11 +1,11 @@
-//! The main job: CGPO's ablations on the built-in suite (`cgpo::ablation`).
+//! The main job: CGPO's ablations on the built-in suite (`cgpo_suites::ablation`).
 //!
 //! SFT, one Bradley-Terry reward model per task and the DPO warm-up of
 //! TinyLm (cached by seed under `<out>/warmup/`), then every run from that
 //! start; a table per task (test split, with n and 95% intervals),
 //! `<out>/summary.json`, each run's `<out>/runs/<run>-seed<s>/metrics.jsonl`
 //! and SVG plots of the dev curves in `<out>/plots/`. `--check` verifies
-//! the documented claims (`cgpo::ablation::claims`) and fails when one
+//! the documented claims (`cgpo_suites::ablation::claims`) and fails when one
 //! does not hold.
 //!
 //! ```sh
@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use cgpo::ablation::runs::RunName;
-use cgpo::ablation::{run_ablation, AblationOptions, Summary};
+use cgpo_suites::ablation::runs::RunName;
+use cgpo_suites::ablation::{run_ablation, AblationOptions, Summary};
 use clap::Parser;
 
 mod plots;
@@ -166,7 +166,7 @@ fn main() -> ExitCode {
     }
     report(&summary, &opts, t0.elapsed().as_secs_f64());
     if args.check {
-        let checks = cgpo::ablation::claims::check(&summary);
+        let checks = cgpo_suites::ablation::claims::check(&summary);
         println!("\nclaims ({} split):", summary.split);
         for c in &checks {
             println!("{c}");

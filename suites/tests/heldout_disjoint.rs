@@ -7,11 +7,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use cgpo::ablation::suite::{SuiteTask, TASKS as SUITE_TASKS};
-use cgpo::ablation::warmup::{Warmup, WarmupConfig};
-use cgpo::instruct::prompts::{records, Vocabulary, TASKS as INSTRUCT_TASKS};
-use cgpo::instruct::InstructOptions;
 use cgpo::split::{normalize, vocabulary_overlaps, Split};
+use cgpo_suites::ablation::suite::{SuiteTask, TASKS as SUITE_TASKS};
+use cgpo_suites::ablation::warmup::{Warmup, WarmupConfig};
+use cgpo_suites::instruct::prompts::{records, Vocabulary, TASKS as INSTRUCT_TASKS};
+use cgpo_suites::instruct::InstructOptions;
 use serde_json::Value;
 
 /// The split of a file the warm-up writes, by its name; `None` for a file

@@ -1,7 +1,7 @@
 //! The warm-up every ablation run starts from, as in the paper's recipe:
 //! SFT of TinyLm on the suite's demonstrations, one Bradley-Terry reward
 //! model per task on that task's biased preference pairs, and the DPO
-//! warm-up on all of them ([`crate::pipeline`]).
+//! warm-up on all of them ([`cgpo::pipeline`]).
 //!
 //! It is cached: a directory `warmup/seed-<seed>-<hash>/` under the output
 //! directory, where `<hash>` is a hash of the [`WarmupConfig`] and the
@@ -9,7 +9,7 @@
 //! reused as it is.
 //!
 //! ```
-//! use cgpo::ablation::warmup::WarmupConfig;
+//! use cgpo_suites::ablation::warmup::WarmupConfig;
 //! let a = WarmupConfig::default();
 //! let b = WarmupConfig { sft_steps: a.sft_steps + 1, ..a.clone() };
 //! assert_ne!(a.key(0), b.key(0));
@@ -24,16 +24,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::suite::{pairs, prompt_records, sft_records, SuiteTask, TASKS};
-use crate::data::PromptRecord;
-use crate::error::{Error, Result};
-use crate::pipeline::synthetic::jsonl;
-use crate::pipeline::{
+use cgpo::data::PromptRecord;
+use cgpo::error::{Error, Result};
+use cgpo::pipeline::synthetic::jsonl;
+use cgpo::pipeline::{
     Dpo, DpoConfig, RewardTrainConfig, RewardTraining, Sft, SftConfig, Stage, StageConfig,
     StageRunner, StageSummary,
 };
-use crate::policy::TinyLmConfig;
-use crate::reward::RewardModel;
-use crate::split::Split;
+use cgpo::policy::TinyLmConfig;
+use cgpo::reward::RewardModel;
+use cgpo::split::Split;
 
 /// Bumped whenever the suite's generators change, so caches are not reused.
 pub const SUITE_VERSION: u32 = 3;
@@ -214,7 +214,7 @@ impl Warmup {
             return Ok(warmup);
         }
         let warmup = train(&dir, config, seed, progress)?;
-        crate::data::write_json_atomic(&report, &warmup)?;
+        cgpo::data::write_json_atomic(&report, &warmup)?;
         Ok(warmup)
     }
 }
@@ -352,9 +352,9 @@ fn train(dir: &Path, cfg: &WarmupConfig, seed: u64, progress: bool) -> Result<Wa
             jsonl(test_pairs.iter().map(|p| p.record())),
         )?;
         let (correct, n) = pair_accuracy(task, stage.model(), &test_pairs)?;
-        let (acc_lo, acc_hi) = crate::stats::wilson(correct, n);
+        let (acc_lo, acc_hi) = cgpo::stats::wilson(correct, n);
         let (liked, m) = exploit_preferred(task, Split::Test, stage.model())?;
-        let (ex_lo, ex_hi) = crate::stats::wilson(liked, m);
+        let (ex_lo, ex_hi) = cgpo::stats::wilson(liked, m);
         reward_reports.insert(
             name.to_string(),
             RewardReport {
@@ -390,7 +390,7 @@ fn train(dir: &Path, cfg: &WarmupConfig, seed: u64, progress: bool) -> Result<Wa
     let (dpo, _) = Dpo::from_config(&dpo_cfg)?;
     let (_, summary) = run_stage(dpo, &dpo_cfg, progress)?;
     let margin =
-        |m: crate::pipeline::StageMetrics| m.stats.get("margin").copied().unwrap_or(f64::NAN);
+        |m: cgpo::pipeline::StageMetrics| m.stats.get("margin").copied().unwrap_or(f64::NAN);
     let dpo_dev_margin = summary
         .first_eval
         .zip(summary.last_eval)

@@ -16,17 +16,17 @@
 //!
 //! **Reward.** We know of no reward model for this model that ships as a
 //! package on the registries this project can reach, so the reward is the
-//! model's own judgement: [`crate::reward::LlmJudgeReward`] asks a frozen
+//! model's own judgement: [`cgpo::reward::LlmJudgeReward`] asks a frozen
 //! copy of the *initial* policy the `helpfulness` question and scores the
 //! log-odds of "Yes". The same frozen model answers the `false_refusal` judge's
-//! question, in-process ([`crate::local_judge::LocalLlmBackend`]). Rewards
-//! are calibrated against greedy reference answers (cgpo-spec section 2).
+//! question, in-process ([`cgpo::local_judge::LocalLlmBackend`]). Rewards
+//! are calibrated against greedy reference answers (docs/algorithm.md §2).
 //!
 //! **Fine-tuning.** Full fine-tuning: every weight of the policy is trained
 //! (AdamW); the reference and the judge stay frozen.
 //!
 //! ```no_run
-//! use cgpo::instruct::{run, InstructOptions};
+//! use cgpo_suites::instruct::{run, InstructOptions};
 //! let opts = InstructOptions::new("SmolLM2-135M-Instruct.Q4_1.gguf", "runs/smollm2");
 //! let summary = run(&opts)?;
 //! print!("{}", summary.table());
@@ -44,16 +44,17 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::ablation::eval::{train_evaluated, EvalPoint, EvalSample, Evaluator, TrainLoop};
+use crate::ablation::eval::{suite_evaluator, train_evaluated, TrainLoop};
 use crate::ablation::StartEnd;
-use crate::config::{Registries, RunConfig};
-use crate::data::{write_json_atomic, write_jsonl_atomic};
-use crate::error::{Error, Result};
-use crate::judges::llm;
-use crate::local_judge::LocalLlmBackend;
-use crate::policy::Llama;
-use crate::reward::LlmJudgeReward;
-use crate::train::Trainer;
+use cgpo::config::{Registries, RunConfig};
+use cgpo::data::{write_json_atomic, write_jsonl_atomic};
+use cgpo::error::{Error, Result};
+use cgpo::judges::llm;
+use cgpo::local_judge::LocalLlmBackend;
+use cgpo::policy::Llama;
+use cgpo::reward::LlmJudgeReward;
+use cgpo::train::Trainer;
+use cgpo::train::{EvalPoint, EvalSample, Evaluator};
 use prompts::{records, Split, TASKS};
 
 /// The registered name of the judge and reward model on the frozen model.
@@ -221,7 +222,7 @@ pub fn run_config(opts: &InstructOptions, train_prompts: &Path, out: &Path) -> R
 pub struct Built {
     pub config: RunConfig,
     pub trainer: Trainer,
-    pub evaluator: Evaluator,
+    pub evaluator: Arc<Evaluator>,
 }
 
 /// Writes the prompts (`train_prompts.jsonl` and `test_prompts.jsonl` or `dev_prompts.jsonl` in
@@ -271,15 +272,17 @@ pub fn build(opts: &InstructOptions) -> Result<Built> {
         .register(LOCAL_LLM, LlmJudgeReward::factory(backend));
 
     let trainer = config.trainer(&registries)?;
-    let evaluator = Evaluator::new(
-        &config,
-        &registries,
-        &eval,
-        opts.eval_prompts.iter().copied().max().unwrap_or(0),
-        opts.eval_samples_per_prompt,
-        opts.seed ^ 0x5EED,
-    )?
-    .with_split(opts.eval_split.as_str());
+    let evaluator = Arc::new(
+        suite_evaluator(
+            &config,
+            &registries,
+            &eval,
+            opts.eval_prompts.iter().copied().max().unwrap_or(0),
+            opts.eval_samples_per_prompt,
+            opts.seed ^ 0x5EED,
+        )?
+        .with_split(opts.eval_split.as_str()),
+    );
     Ok(Built {
         config,
         trainer,
@@ -419,7 +422,7 @@ pub fn run(opts: &InstructOptions) -> Result<InstructSummary> {
         );
     }
     let t_eval = Instant::now();
-    let (start, before) = evaluator.evaluate_with_samples(trainer.policy())?;
+    let start = evaluator.evaluate_with_samples(trainer.policy())?;
     let mut eval_seconds = t_eval.elapsed().as_secs_f64();
     if opts.progress {
         eprintln!(
@@ -430,12 +433,15 @@ pub fn run(opts: &InstructOptions) -> Result<InstructSummary> {
     }
     let curve = train_evaluated(
         &mut trainer,
-        &evaluator,
+        evaluator.clone(),
         &start,
         &TrainLoop {
             steps: opts.steps,
             eval_every: opts.eval_every,
-            metrics: opts.out.join("metrics.jsonl"),
+            // The trained weights are saved below (`save_policy`), without
+            // the AdamW moments a checkpoint would add.
+            dir: opts.out.clone(),
+            checkpoint: false,
             label: "cgpo".into(),
             progress: opts.progress,
         },
@@ -443,7 +449,7 @@ pub fn run(opts: &InstructOptions) -> Result<InstructSummary> {
     let train_seconds: f64 = curve.step_seconds.iter().sum();
     eval_seconds += curve.eval_seconds;
     let tasks = StartEnd::per_task(
-        &start,
+        &start.points,
         &curve.points.last().expect("start is in the curve").1,
     );
     if opts.save_policy {
@@ -466,7 +472,7 @@ pub fn run(opts: &InstructOptions) -> Result<InstructSummary> {
         total_seconds: t0.elapsed().as_secs_f64(),
         peak_rss_mib: peak_rss_mib(),
         tasks,
-        examples: pair_examples(&before, &curve.last_samples, 3),
+        examples: pair_examples(&start.samples, &curve.last_samples, 3),
         curve: curve.points,
     };
     summary.write(&opts.out)?;

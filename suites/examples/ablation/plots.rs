@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use cgpo::ablation::Summary;
+use cgpo_suites::ablation::Summary;
 use plotters::prelude::*;
 
 const COLORS: [RGBColor; 7] = [

@@ -15,7 +15,7 @@
 //!   process", "shoot a photo"), which must not be refused.
 //!
 //! ```
-//! use cgpo::instruct::prompts::{records, Split};
+//! use cgpo_suites::instruct::prompts::{records, Split};
 //! let train = records("math", Split::Train, 10, 0);
 //! let test = records("math", Split::Test, 10, 0);
 //! assert_eq!(train.len(), 10);
@@ -30,8 +30,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-pub use crate::split::Split;
-use crate::split::{NamedSets, PerSplit};
+pub use cgpo::split::Split;
+use cgpo::split::{NamedSets, PerSplit};
 
 /// The suite's tasks, in config order.
 pub const TASKS: [&str; 3] = ["instruction", "math", "helpful"];
@@ -504,8 +504,8 @@ fn math(rng: &mut StdRng, split: Split) -> (String, Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cgpo_judges::ifeval::IfevalJudge;
-    use cgpo_judges::{Judge, Prompt, SampleView};
+    use cgpo::judges::ifeval::IfevalJudge;
+    use cgpo::judges::{Judge, Prompt, SampleView};
 
     #[test]
     fn every_instruction_parses_and_checks_a_known_good_answer() {
@@ -522,7 +522,7 @@ mod tests {
 
     #[test]
     fn splits_share_no_vocabulary_and_no_prompt() {
-        use crate::split::{normalize, vocabulary_overlaps};
+        use cgpo::split::{normalize, vocabulary_overlaps};
         let vocab: Vec<Vocabulary> = Split::ALL.iter().map(|&s| Vocabulary::of(s)).collect();
         let prompts: Vec<Vec<String>> = Split::ALL
             .iter()

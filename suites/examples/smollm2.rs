@@ -2,7 +2,7 @@
 //! generated prompts (IFEval-style instructions, arithmetic word problems,
 //! harmless requests that must not be refused), each with its judges, the
 //! model's own LLM-judge reward, evaluation on the test split (or dev) before and after.
-//! See `docs/smollm2.md` and [`cgpo::instruct`].
+//! See `docs/smollm2.md` and [`cgpo_suites::instruct`].
 //!
 //! ```text
 //! cargo run --release --example smollm2 -- --model "$(scripts/fetch-smollm2.sh)"
@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cgpo::instruct::{run, InstructOptions};
+use cgpo_suites::instruct::{run, InstructOptions};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -82,7 +82,7 @@ fn main() -> ExitCode {
         InstructOptions::new(model, args.out)
     };
     opts.progress = true;
-    match cgpo::instruct::prompts::Split::parse_eval(&args.split) {
+    match cgpo_suites::instruct::prompts::Split::parse_eval(&args.split) {
         Some(split) => {
             if !args.quick {
                 opts.eval_prompts = InstructOptions::eval_prompts_for(split);

@@ -1,6 +1,6 @@
 //! Ablations on a built-in multi-task suite: what a single hackable reward
 //! model does to a policy, and what judges and per-task settings prevent
-//! (cgpo-spec sections 1 and 5). `examples/ablation.rs` drives it;
+//! (docs/algorithm.md §1 and §5). `examples/ablation.rs` drives it;
 //! `docs/ablations.md` has the results.
 //!
 //! [`suite`] generates four tasks with judges and biased preference data;
@@ -14,7 +14,7 @@
 //! checks the documented claims against a summary.
 //!
 //! ```no_run
-//! use cgpo::ablation::{run_ablation, AblationOptions};
+//! use cgpo_suites::ablation::{run_ablation, AblationOptions};
 //! let summary = run_ablation(&AblationOptions::quick("runs/ablation-quick"))?;
 //! print!("{}", summary.table());
 //! # Ok::<(), cgpo::Error>(())
@@ -28,15 +28,17 @@ pub mod warmup;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Registries;
-use crate::error::{Error, Result};
-use crate::split::Split;
-use crate::stats::Spread;
-use eval::{train_evaluated, EvalPoint, Evaluator, TrainLoop};
+use cgpo::config::Registries;
+use cgpo::error::{Error, Result};
+use cgpo::split::Split;
+use cgpo::stats::Spread;
+use cgpo::train::{EvalPoint, Evaluation, Evaluator};
+use eval::{suite_evaluator, train_evaluated, TrainLoop};
 use runs::{run_config, RunName, RunSettings};
 use warmup::{Warmup, WarmupConfig};
 
@@ -257,7 +259,7 @@ impl Summary {
     /// Writes `summary.json` into `dir`.
     pub fn write(&self, dir: &Path) -> Result<PathBuf> {
         let path = dir.join("summary.json");
-        crate::data::write_json_atomic(&path, self)?;
+        cgpo::data::write_json_atomic(&path, self)?;
         Ok(path)
     }
 }
@@ -291,16 +293,18 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<Summary> {
         let warmup = Warmup::get_or_train(&opts.out, &opts.warmup, seed, opts.progress)?;
         // The evaluators' reward models and judges: CGPO's full config.
         let full = run_config(RunName::CgpoCrpg, &warmup, &opts.settings, seed, &opts.out)?;
-        let evaluator = |split: Split, prompts: &Path| -> Result<Evaluator> {
-            Ok(Evaluator::new(
-                &full,
-                &Registries::default(),
-                prompts,
-                opts.eval_prompts_per_task,
-                opts.eval_samples_per_prompt,
-                seed ^ 0x5EED,
-            )?
-            .with_split(split.as_str()))
+        let evaluator = |split: Split, prompts: &Path| -> Result<Arc<Evaluator>> {
+            Ok(Arc::new(
+                suite_evaluator(
+                    &full,
+                    &Registries::default(),
+                    prompts,
+                    opts.eval_prompts_per_task,
+                    opts.eval_samples_per_prompt,
+                    seed ^ 0x5EED,
+                )?
+                .with_split(split.as_str()),
+            ))
         };
         let dev = evaluator(Split::Dev, &warmup.dev_prompts)?;
         let test = match opts.report_split {
@@ -308,7 +312,7 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<Summary> {
             _ => None,
         };
         let start = Start {
-            dev: dev.evaluate(dev.reference())?,
+            dev: dev.evaluate_with_samples(dev.reference())?,
             test: match &test {
                 Some(t) => Some(t.evaluate(t.reference())?),
                 None => None,
@@ -320,7 +324,7 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<Summary> {
                 run,
                 seed,
                 &warmup,
-                (&dev, test.as_ref()),
+                (&dev, test.as_deref()),
                 &start,
             )?);
             summary.aggregate();
@@ -334,7 +338,7 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<Summary> {
 
 /// Each split's evaluation of the warm-up.
 struct Start {
-    dev: BTreeMap<String, EvalPoint>,
+    dev: Evaluation,
     /// `None` when the test split is not scored.
     test: Option<BTreeMap<String, EvalPoint>>,
 }
@@ -344,7 +348,7 @@ fn train_run(
     run: RunName,
     seed: u64,
     warmup: &Warmup,
-    (dev, test): (&Evaluator, Option<&Evaluator>),
+    (dev, test): (&Arc<Evaluator>, Option<&Evaluator>),
     start: &Start,
 ) -> Result<RunResult> {
     let t0 = Instant::now();
@@ -358,18 +362,22 @@ fn train_run(
     let mut trainer = config.trainer(&Registries::default())?;
     let curve = train_evaluated(
         &mut trainer,
-        dev,
+        dev.clone(),
         &start.dev,
         &TrainLoop {
             steps,
             eval_every: opts.eval_every,
-            metrics: dir.join("metrics.jsonl"),
+            dir: dir.clone(),
+            checkpoint: true,
             label: format!("{} seed {seed}", run.as_str()),
             progress: opts.progress,
         },
     )?
     .points;
-    let dev_end = StartEnd::per_task(&start.dev, &curve.last().expect("start is in the curve").1);
+    let dev_end = StartEnd::per_task(
+        &start.dev.points,
+        &curve.last().expect("start is in the curve").1,
+    );
     // The test split: once, after the last step.
     let tasks = match (test, &start.test) {
         (Some(test), Some(test_start)) => {
@@ -396,7 +404,7 @@ mod tests {
     fn the_summary_serializes_to_the_documented_schema_and_tabulates() {
         let point = |passes: usize, n: usize| {
             let p = passes as f64 / n as f64;
-            let (lo, hi) = crate::stats::wilson(passes, n);
+            let (lo, hi) = cgpo::stats::wilson(passes, n);
             EvalPoint {
                 eval_pass_rate: p,
                 n,
