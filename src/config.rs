@@ -280,6 +280,23 @@ impl RunConfig {
                 "every task has weight 0; at least one must be > 0",
             ));
         }
+        // Evaluation settings without evaluation prompts (or prompts
+        // without a schedule) would be accepted and ignored.
+        match (&self.data.eval, self.train.eval_every) {
+            (None, n) if n > 0 => {
+                return Err(Error::config(
+                    "train.eval_every",
+                    "evaluation needs prompts: set `data.eval` (or leave `eval_every` at 0)",
+                ))
+            }
+            (Some(_), 0) => {
+                return Err(Error::config(
+                    "data.eval",
+                    "evaluation prompts are read only with `train.eval_every` > 0",
+                ))
+            }
+            _ => {}
+        }
         self.stratify.validate(&self.task_names())
     }
 }
@@ -419,6 +436,17 @@ mod tests {
                 "stratify.default",
                 "unknown field `default`",
             ),
+            (
+                // The trainer sets each step's seed and K: not config fields.
+                Box::new(|v| v["train"] = json!({"sampling": {"seed": 3}})),
+                "train.sampling.seed",
+                "unknown field `seed`",
+            ),
+            (
+                Box::new(|v| v["train"] = json!({"sampling": {"samples_per_prompt": 2}})),
+                "train.sampling.samples_per_prompt",
+                "unknown field `samples_per_prompt`",
+            ),
         ];
         for (edit, key, message) in cases {
             let (k, m) = error_of(edit);
@@ -477,6 +505,16 @@ mod tests {
                 }),
                 "tasks[0].generations_per_prompt",
                 "at least 2",
+            ),
+            (
+                Box::new(|v| v["train"] = json!({"eval_every": 5})),
+                "train.eval_every",
+                "evaluation needs prompts",
+            ),
+            (
+                Box::new(|v| v["data"] = json!({"eval": "eval.jsonl"})),
+                "data.eval",
+                "only with `train.eval_every` > 0",
             ),
             (
                 Box::new(|v| v["tasks"][0]["kl"] = json!({"coef": -0.1})),

@@ -92,15 +92,15 @@ impl PromptRecord {
     }
 }
 
-/// A prompt and one response, with what the pipeline learns about it.
+/// A prompt and one response, with what the pipeline learns about it: the
+/// one record of a sample through judging and rewarding. (Its token ids and
+/// behaviour log-probs stay in the rollout batch they were sampled in,
+/// where the tensors are made from; the trainer keeps the two side by
+/// side, row i with sample i.)
 #[derive(Clone, Debug)]
 pub struct Sample {
     pub record: Arc<PromptRecord>,
     pub response: String,
-    /// Response token ids (empty until rollouts produce them).
-    pub token_ids: Vec<u32>,
-    /// Behaviour (rollout-time) log-prob of each response token.
-    pub behaviour_logprobs: Vec<f32>,
     /// Raw and calibrated reward, once scored.
     pub reward: Option<RewardValues>,
     /// The mixture's verdicts, once judged.
@@ -112,8 +112,6 @@ impl Sample {
         Self {
             record,
             response: response.into(),
-            token_ids: Vec::new(),
-            behaviour_logprobs: Vec::new(),
             reward: None,
             judgement: None,
         }

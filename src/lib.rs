@@ -4,9 +4,15 @@
 //! (Xu et al. 2024, "The Perfect Blend: Redefining RLHF with Mixture of
 //! Judges") for multi-task RLHF in Rust.
 //!
-//! Prompts are sorted into task strata ([`strata`]); each task has its own
-//! judges ([`judges`]), reward model with calibrated rewards ([`reward`]),
-//! constrained optimizer and KL settings ([`config`], [`task`]).
+//! Prompts are sorted into task strata ([`strata`]); each task
+//! ([`task::TaskSpec`]) has its own judges ([`judges`]), reward model with
+//! calibrated rewards ([`reward`]), constrained optimizer (a loss,
+//! [`optim::TaskLoss`]) and KL settings ([`kl`]). [`train::Trainer`] runs
+//! the multi-task loop on any [`policy::Policy`]; build it from Rust values
+//! ([`train::Trainer::builder`], the README shows a whole run) or from a
+//! JSON run config ([`config::RunConfig::trainer`]). The algorithm, with
+//! every decision, is `docs/algorithm.md`; the module map
+//! `docs/architecture.md`.
 //!
 //! Defining a judge takes one trait impl; a mixture ANDs a task's judges:
 //!

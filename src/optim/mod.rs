@@ -21,7 +21,7 @@
 //!
 //! Every weight is a detached number computed on the host (`f64`) from the
 //! rewards, the judgements and the *behaviour* log-ratio
-//! `logratio(a) = Σ_t (log pi_old - log pi_ref)` (the spec's decision), and
+//! `logratio(a) = Σ_t (log pi_old - log pi_ref)` (a decision of docs/algorithm.md §3), and
 //! only multiplies the differentiable sequence log-probs. A loss with
 //! nothing to learn from (every prompt skipped) is a zero that is still
 //! connected to the graph, so that `backward` works, and says so in its
@@ -159,7 +159,7 @@ pub(crate) fn loss_error(message: impl Into<String>) -> Error {
 }
 
 impl LossInputs {
-    /// The detached sequence log-ratio of the spec,
+    /// The detached sequence log-ratio of docs/algorithm.md §3,
     /// `logratio(a) = seq_logp_old - seq_logp_ref` per sample.
     pub fn logratio(&self) -> Vec<f64> {
         self.seq_logp_old

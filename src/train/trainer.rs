@@ -249,6 +249,12 @@ impl TrainerBuilder {
                 self.seed,
             ),
         };
+        if self.train_config.eval_every > 0 && evaluator.is_none() {
+            return Err(Error::config(
+                "train.eval_every",
+                "evaluation needs prompts: give tasks evaluation prompts or an evaluator (or leave `eval_every` at 0)",
+            ));
+        }
         Ok(Trainer {
             seed: self.seed,
             train_config: self.train_config,
