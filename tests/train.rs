@@ -273,9 +273,10 @@ fn evaluation_lines_follow_the_schedule() {
     let lines = metrics(&t.metrics_path());
     let eval: Vec<_> = lines.iter().filter(|m| m["kind"] == "eval").collect();
     assert_eq!(eval.len(), 4, "two evaluations of two tasks");
-    assert!(eval
-        .iter()
-        .all(|m| m["samples"] == 2 && m["pass_rate"].as_f64().is_some()));
+    assert!(eval.iter().all(|m| m["n"] == 2
+        && m["split"] == "eval"
+        && m["eval_pass_rate"].as_f64().is_some()
+        && m["pass_ci95"].as_array().is_some_and(|ci| ci.len() == 2)));
     assert_eq!(eval[2]["step"], 2);
 }
 
@@ -301,4 +302,65 @@ fn an_uncalibrated_task_optimizes_the_raw_reward() {
     for i in 0..with[1].grads.len() {
         assert_eq!(bits(&with[1].grads[i]), bits(&without[1].grads[i]));
     }
+}
+
+/// The loss seam from a config: a loss the program registers by name is
+/// built with its settings and trains like a built-in; without the
+/// registration the name is an error naming the key.
+#[test]
+fn a_loss_registered_by_the_program_trains_from_a_config() {
+    use cgpo::optim::{LossInputs, LossOutput, LossSpec, TaskLoss};
+
+    /// Behaviour cloning of the positive samples, scaled.
+    #[derive(Debug)]
+    struct PositiveNll {
+        scale: f64,
+    }
+    impl TaskLoss for PositiveNll {
+        fn name(&self) -> &str {
+            "positive_nll"
+        }
+        fn loss(&self, x: &LossInputs) -> cgpo::Result<LossOutput> {
+            let w: Vec<f32> = x
+                .positive
+                .iter()
+                .map(|&p| if p { -(self.scale as f32) } else { 0.0 })
+                .collect();
+            let w = Tensor::new(w.as_slice(), x.seq_logp.device())?;
+            let loss = (x.seq_logp.mul(&w)?.sum_all()? / x.positive.len().max(1) as f64)?;
+            Ok(LossOutput {
+                loss,
+                stats: vec![("scale", self.scale)],
+            })
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("prompts.jsonl"), PROMPTS).unwrap();
+    let mut cfg = config(dir.path(), 1, 0.0);
+    cfg.tasks[0].optimizer = LossSpec::new("positive_nll", serde_json::json!({"scale": 2.0}));
+    let err = cfg
+        .trainer(&Registries::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("tasks[0].optimizer.name") && err.contains("unknown optimizer `positive_nll`"),
+        "{err}"
+    );
+    let mut registries = Registries::default();
+    registries.losses.register("positive_nll", |params| {
+        let scale = params["scale"]
+            .as_f64()
+            .ok_or_else(|| cgpo::Error::config("scale", "a number is needed"))?;
+        Ok(Arc::new(PositiveNll { scale }))
+    });
+    let mut t = cfg.trainer(&registries).unwrap();
+    let summary = t.run().unwrap();
+    let short = &summary.last[0];
+    assert_eq!(short.loss_stats["scale"], 2.0);
+    assert!(short.loss.is_finite() && short.grad_norm.is_finite());
+    cfg.tasks[0].optimizer = LossSpec::new("positive_nll", serde_json::json!({}));
+    let err = cfg.trainer(&registries).err().unwrap().to_string();
+    assert!(err.contains("tasks[0].optimizer.scale"), "{err}");
 }
