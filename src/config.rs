@@ -381,7 +381,8 @@ mod tests {
                 {"name": "safety", "reward": {"model": "rm_b"}, "optimizer": {"name": "crraft", "kl_max": 2.5},
                  "generations_per_prompt": 1}
             ],
-            "stratify": {"default_task": "chat", "classifier": [{"task": "math", "pattern": "\\d"}]}
+            "stratify": {"default_task": "chat", "classifier": [{"task": "math", "pattern": "\\d"}]},
+            "train": {"eval_every": 10}
         })
         .to_string();
         let c = RunConfig::from_json(&text).unwrap();
@@ -582,6 +583,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut v = base();
         v["data"] = json!({"train": "train.jsonl", "eval": "/abs/eval.jsonl"});
+        v["train"] = json!({"eval_every": 5});
         let path = dir.path().join("run.json");
         std::fs::write(&path, v.to_string()).unwrap();
         let c = RunConfig::from_file(&path).unwrap();

@@ -8,9 +8,6 @@
 //! PyPI itself is unreachable; then they print a loud SKIPPED message and
 //! return.
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
 mod common;
 
 use candle_core::{Device, Tensor, D};
@@ -18,18 +15,6 @@ use cgpo::judges::Message;
 use cgpo::policy::{Llama, Policy, TextTokenizer, TokenBatch};
 use cgpo::rollout::{generate, SamplingConfig};
 use common::max_abs_diff;
-
-fn model_path() -> Option<&'static PathBuf> {
-    static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
-    PATH.get_or_init(common::fetch_smollm2).as_ref()
-}
-
-fn llama() -> Option<&'static Llama> {
-    static MODEL: OnceLock<Option<Llama>> = OnceLock::new();
-    MODEL
-        .get_or_init(|| model_path().map(|p| Llama::from_gguf(p, &Device::Cpu, true).unwrap()))
-        .as_ref()
-}
 
 const TEXT: &str = "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. \
 It is named after the engineer Gustave Eiffel, whose company designed and built the tower from 1887 to 1889. \
@@ -39,7 +24,7 @@ leading artists and intellectuals for its design, it has since become a global c
 
 #[test]
 fn logits_agree_with_candle_transformers_quantized_llama() {
-    let (Some(path), Some(llama)) = (model_path(), llama()) else {
+    let (Some(path), Some(llama)) = (common::smollm2_path(), common::smollm2()) else {
         return;
     };
     let mut ids = llama
@@ -165,7 +150,9 @@ fn reference_logits(path: &std::path::Path, ids: &[u32], dequantize: bool) -> Te
 
 #[test]
 fn greedy_chat_answer_names_paris_and_padding_is_invisible() {
-    let Some(llama) = llama() else { return };
+    let Some(llama) = common::smollm2() else {
+        return;
+    };
     let t = &llama.tokenizer;
     let q = t
         .encode_chat(&[Message::new("user", "What is the capital of France?")])
@@ -193,7 +180,9 @@ fn greedy_chat_answer_names_paris_and_padding_is_invisible() {
 
 #[test]
 fn every_weight_gets_a_gradient() {
-    let Some(llama) = llama() else { return };
+    let Some(llama) = common::smollm2() else {
+        return;
+    };
     let ids = llama
         .tokenizer
         .encode("Gradients flow to every layer.")
@@ -240,7 +229,9 @@ fn every_weight_gets_a_gradient() {
 
 #[test]
 fn hugging_face_directory_round_trips_and_bad_files_are_named() {
-    let Some(llama) = llama() else { return };
+    let Some(llama) = common::smollm2() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let hf = dir.path().join("smollm2");
     llama.save_hf_dir(&hf).unwrap();
@@ -312,7 +303,7 @@ fn hugging_face_directory_round_trips_and_bad_files_are_named() {
     assert!(err.contains("49153") && err.contains("49152"), "{err}");
 
     // Truncated and corrupted GGUF files.
-    let bytes = std::fs::read(model_path().unwrap()).unwrap();
+    let bytes = std::fs::read(common::smollm2_path().unwrap()).unwrap();
     for (name, data) in [
         ("truncated.gguf", bytes[..bytes.len() / 3].to_vec()),
         ("header.gguf", bytes[..64].to_vec()),
@@ -336,7 +327,9 @@ fn hugging_face_directory_round_trips_and_bad_files_are_named() {
 
 #[test]
 fn sampled_logprobs_match_a_full_forward() {
-    let Some(llama) = llama() else { return };
+    let Some(llama) = common::smollm2() else {
+        return;
+    };
     let t = &llama.tokenizer;
     let prompts: Vec<Vec<u32>> = [
         "Name a color.",

@@ -2,29 +2,14 @@
 //! the library's loop. The model is fetched (once, then cached) by
 //! `scripts/fetch-smollm2.sh`; see `tests/common` of the root package.
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use cgpo::judges::Message;
-use cgpo::policy::{Llama, Policy, TextTokenizer, TokenBatch};
+use cgpo::policy::{Policy, TextTokenizer, TokenBatch};
 use cgpo::train::{RunLoop, TaskMetrics};
 use common::max_abs_diff;
-
-fn model_path() -> Option<&'static PathBuf> {
-    static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
-    PATH.get_or_init(common::fetch_smollm2).as_ref()
-}
-
-fn llama() -> Option<&'static Llama> {
-    static MODEL: OnceLock<Option<Llama>> = OnceLock::new();
-    MODEL
-        .get_or_init(|| model_path().map(|p| Llama::from_gguf(p, &Device::Cpu, true).unwrap()))
-        .as_ref()
-}
 
 /// Two CGPO steps of the `cgpo_suites::instruct` suite on SmolLM2 (full
 /// fine-tuning, three tasks, the model's own LLM judge): the policy's
@@ -32,7 +17,7 @@ fn llama() -> Option<&'static Llama> {
 #[test]
 fn two_cgpo_steps_move_the_policy_and_not_the_reference() {
     use cgpo_suites::instruct::{build, InstructOptions};
-    let Some(path) = model_path() else {
+    let Some(path) = common::smollm2_path() else {
         return;
     };
     let out = tempfile::tempdir().unwrap();
@@ -40,7 +25,7 @@ fn two_cgpo_steps_move_the_policy_and_not_the_reference() {
     let mut built = build(&opts).unwrap();
     let trainer = &mut built.trainer;
     let probe = TokenBatch::left_padded(
-        &[llama()
+        &[common::smollm2()
             .unwrap()
             .tokenizer
             .encode_chat(&[Message::new("user", "Name a fruit.")])

