@@ -4,7 +4,7 @@
 //! `config `tasks[1].optimizer.beta`: must be > 0, got -1`.
 //!
 //! ```
-//! use cgpo::config::{OptimizerConfig, RunConfig};
+//! use cgpo::config::RunConfig;
 //! let config = RunConfig::from_json(r#"{
 //!   "reward_models": {"rm": {"name": "lexical", "params": {"per_word": 0.1}}},
 //!   "tasks": [
@@ -15,7 +15,8 @@
 //!      "optimizer": {"name": "crraft", "kl_max": 5.0}}
 //!   ]
 //! }"#).unwrap();
-//! assert!(matches!(config.tasks[0].optimizer, OptimizerConfig::Crpg { kl_max, .. } if kl_max == 20.0));
+//! let crpg = &config.tasks[0].optimizer; // a loss by name, with its settings
+//! assert_eq!((crpg.name.as_str(), &crpg.params["kl_max"]), ("crpg", &serde_json::json!(20.0)));
 //! let err = RunConfig::from_json(r#"{"reward_models": {}, "tasks": [], "sed": 1}"#).unwrap_err();
 //! assert!(err.to_string().contains("unknown field `sed`"));
 //! ```
