@@ -383,11 +383,13 @@ mod tests {
                  "generations_per_prompt": 1}
             ],
             "stratify": {"default_task": "chat", "classifier": [{"task": "math", "pattern": "\\d"}]},
-            "train": {"eval_every": 10}
+            "train": {"eval_every": 10},
+            "policy": {"kind": "tiny", "device": "cuda:1"}
         })
         .to_string();
         let c = RunConfig::from_json(&text).unwrap();
         assert_eq!(c.tasks[0].kl.estimator, KlEstimator::Full);
+        assert_eq!(c.policy.device(), DeviceSpec::Cuda(1));
         assert_eq!(c.tasks[1].reward.baseline, BaselineSource::PolicySample);
         let again = RunConfig::from_json(&c.to_json()).unwrap();
         assert_eq!(again, c);
@@ -507,6 +509,12 @@ mod tests {
                 }),
                 "tasks[0].generations_per_prompt",
                 "at least 2",
+            ),
+            (
+                // serde reports errors inside a tagged enum at the enum's key.
+                Box::new(|v| v["policy"] = json!({"kind": "tiny", "device": "tpu"})),
+                "policy",
+                "expected cpu, cuda or cuda:N",
             ),
             (
                 Box::new(|v| v["train"] = json!({"eval_every": 5})),
