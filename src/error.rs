@@ -160,7 +160,7 @@ impl fmt::Display for DataErrors<'_> {
 /// A config number check: `v` must be finite and pass `ok`, else an
 /// [`Error::Config`] at `key` that states `rule`.
 pub(crate) fn check_config(
-    key: String,
+    key: impl Into<String>,
     v: f64,
     rule: &str,
     ok: impl Fn(f64) -> bool,

@@ -17,8 +17,9 @@
 
 use candle_core::Tensor;
 
-use super::loss::{check_field, Settings, TaskLoss};
+use super::loss::{Settings, TaskLoss};
 use super::{argmax, argmin, host_tensor, mean, LossInputs, LossOutput};
+use crate::error::check_config;
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
 
@@ -57,8 +58,8 @@ impl TaskLoss for Codpo {
 
 impl Settings for Codpo {
     fn check(&self) -> Result<()> {
-        check_field("beta", self.beta, "> 0", |v| v > 0.0)?;
-        check_field("lambda", self.lambda, ">= 0", |v| v >= 0.0)
+        check_config("beta", self.beta, "> 0", |v| v > 0.0)?;
+        check_config("lambda", self.lambda, ">= 0", |v| v >= 0.0)
     }
 }
 

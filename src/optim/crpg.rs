@@ -14,8 +14,9 @@
 //! `clip_kl_weight` the weight is at most 1. A sample past KL_max gets weight
 //! 0, like a violating one. n = N.
 
-use super::loss::{check_field, Settings, TaskLoss};
+use super::loss::{Settings, TaskLoss};
 use super::{mean, LossInputs, LossOutput};
+use crate::error::check_config;
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
 
@@ -55,7 +56,7 @@ impl TaskLoss for Crpg {
 
 impl Settings for Crpg {
     fn check(&self) -> Result<()> {
-        check_field("kl_max", self.kl_max, "> 0", |v| v > 0.0)
+        check_config("kl_max", self.kl_max, "> 0", |v| v > 0.0)
     }
 }
 

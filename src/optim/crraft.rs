@@ -15,8 +15,9 @@
 use candle_core::Tensor;
 
 use super::crpg::DEFAULT_KL_MAX;
-use super::loss::{check_field, Settings, TaskLoss};
+use super::loss::{Settings, TaskLoss};
 use super::{argmax, mean, LossInputs, LossOutput};
+use crate::error::check_config;
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
 
@@ -52,7 +53,7 @@ impl TaskLoss for Crraft {
 
 impl Settings for Crraft {
     fn check(&self) -> Result<()> {
-        check_field("kl_max", self.kl_max, "> 0", |v| v > 0.0)
+        check_config("kl_max", self.kl_max, "> 0", |v| v > 0.0)
     }
 }
 

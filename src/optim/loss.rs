@@ -182,8 +182,3 @@ fn builtin<T: Settings>(params: &Value) -> Result<Arc<dyn TaskLoss>> {
     loss.check()?;
     Ok(Arc::new(loss))
 }
-
-/// `v` must be finite and pass `ok`; else a config error at `field`.
-pub(crate) fn check_field(field: &str, v: f64, rule: &str, ok: impl Fn(f64) -> bool) -> Result<()> {
-    crate::error::check_config(field.to_owned(), v, rule, ok)
-}

@@ -10,8 +10,9 @@
 //! log-ratio). A prompt whose samples all have the same reward is skipped.
 
 use super::codpo::{dpo_loss, Pair};
-use super::loss::{check_field, Settings, TaskLoss};
+use super::loss::{Settings, TaskLoss};
 use super::{argmax, argmin, LossInputs, LossOutput};
+use crate::error::check_config;
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
 
@@ -50,8 +51,8 @@ impl TaskLoss for OnlineDpo {
 
 impl Settings for OnlineDpo {
     fn check(&self) -> Result<()> {
-        check_field("beta", self.beta, "> 0", |v| v > 0.0)?;
-        check_field("lambda", self.lambda, ">= 0", |v| v >= 0.0)
+        check_config("beta", self.beta, "> 0", |v| v > 0.0)?;
+        check_config("lambda", self.lambda, ">= 0", |v| v >= 0.0)
     }
 }
 

@@ -19,9 +19,10 @@
 use candle_core::Tensor;
 
 use super::crpg::advantages;
-use super::loss::{check_field, Settings, TaskLoss};
+use super::loss::{Settings, TaskLoss};
 use super::PgBaseline;
 use super::{host_tensor, mean, LossInputs, LossOutput};
+use crate::error::check_config;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -66,7 +67,7 @@ impl TaskLoss for Pg {
 impl Settings for Pg {
     fn check(&self) -> Result<()> {
         if let Some(eps) = self.clip_ratio {
-            check_field("clip_ratio", eps, "in (0, 1)", |v| v > 0.0 && v < 1.0)?;
+            check_config("clip_ratio", eps, "in (0, 1)", |v| v > 0.0 && v < 1.0)?;
         }
         if self.epochs == 0 {
             return Err(Error::config("epochs", "must be >= 1"));

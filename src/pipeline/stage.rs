@@ -247,43 +247,6 @@ impl<S: Stage> StageRunner<S> {
             metrics: summary.metrics,
         })
     }
-
-    /// Loss and statistics on the first `eval_examples` eval records,
-    /// averaged by the batches' weights; `None` without eval records.
-    pub fn evaluate_now(&self) -> Result<Option<StageMetrics>> {
-        let n = self.stage.len(Split::Eval).min(self.cfg.eval_examples);
-        if n == 0 {
-            return Ok(None);
-        }
-        let start = Instant::now();
-        let (mut loss, mut total) = (0.0, 0.0);
-        let mut stats: BTreeMap<String, f64> = BTreeMap::new();
-        let all: Vec<usize> = (0..n).collect();
-        for idx in all.chunks(self.cfg.batch_size) {
-            let b = self.stage.loss(Split::Eval, idx, false)?;
-            let value = f64::from(
-                b.loss
-                    .to_dtype(candle_core::DType::F32)?
-                    .to_scalar::<f32>()?,
-            );
-            loss += value * b.weight;
-            total += b.weight;
-            for (k, v) in b.stats {
-                *stats.entry(k.to_string()).or_default() += v * b.weight;
-            }
-        }
-        let total = if total > 0.0 { total } else { 1.0 };
-        Ok(Some(StageMetrics {
-            kind: "eval".into(),
-            stage: self.stage.name().into(),
-            step: self.state.step,
-            examples: n,
-            loss: loss / total,
-            stats: stats.into_iter().map(|(k, v)| (k, v / total)).collect(),
-            time_s: start.elapsed().as_secs_f64(),
-            ..StageMetrics::default()
-        }))
-    }
 }
 
 impl<S: Stage> Job for StageRunner<S> {
@@ -350,8 +313,41 @@ impl<S: Stage> Job for StageRunner<S> {
         Ok(Stepped { record, skipped })
     }
 
+    /// Loss and statistics on the first `eval_examples` eval records,
+    /// averaged by the batches' weights; `None` without eval records.
     fn evaluate(&mut self) -> Result<Option<StageMetrics>> {
-        self.evaluate_now()
+        let n = self.stage.len(Split::Eval).min(self.cfg.eval_examples);
+        if n == 0 {
+            return Ok(None);
+        }
+        let start = Instant::now();
+        let (mut loss, mut total) = (0.0, 0.0);
+        let mut stats: BTreeMap<String, f64> = BTreeMap::new();
+        let all: Vec<usize> = (0..n).collect();
+        for idx in all.chunks(self.cfg.batch_size) {
+            let b = self.stage.loss(Split::Eval, idx, false)?;
+            let value = f64::from(
+                b.loss
+                    .to_dtype(candle_core::DType::F32)?
+                    .to_scalar::<f32>()?,
+            );
+            loss += value * b.weight;
+            total += b.weight;
+            for (k, v) in b.stats {
+                *stats.entry(k.to_string()).or_default() += v * b.weight;
+            }
+        }
+        let total = if total > 0.0 { total } else { 1.0 };
+        Ok(Some(StageMetrics {
+            kind: "eval".into(),
+            stage: self.stage.name().into(),
+            step: self.state.step,
+            examples: n,
+            loss: loss / total,
+            stats: stats.into_iter().map(|(k, v)| (k, v / total)).collect(),
+            time_s: start.elapsed().as_secs_f64(),
+            ..StageMetrics::default()
+        }))
     }
 
     fn step_lines(&self, m: &StageMetrics) -> Vec<serde_json::Value> {

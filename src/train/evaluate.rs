@@ -223,15 +223,27 @@ impl Evaluation {
     pub fn lines(&self, step: u64) -> Vec<serde_json::Value> {
         self.points
             .iter()
-            .map(|(task, p)| {
-                let mut line = serde_json::json!({"kind": "eval", "split": self.split, "step": step, "task": task});
-                if let (Some(obj), Ok(serde_json::Value::Object(point))) =
-                    (line.as_object_mut(), serde_json::to_value(p))
-                {
-                    obj.extend(point);
-                }
-                line
+            .filter_map(|(task, point)| {
+                serde_json::to_value(EvalLine {
+                    kind: "eval",
+                    split: &self.split,
+                    step,
+                    task,
+                    point,
+                })
+                .ok()
             })
             .collect()
     }
+}
+
+/// One evaluation line of `metrics.jsonl`.
+#[derive(Serialize)]
+struct EvalLine<'a> {
+    kind: &'static str,
+    split: &'a str,
+    step: u64,
+    task: &'a str,
+    #[serde(flatten)]
+    point: &'a EvalPoint,
 }

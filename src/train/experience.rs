@@ -201,21 +201,22 @@ impl Collector<'_> {
         task.reward.score(&mut samples, Some(&generator))?;
         timing.reward = t.elapsed().as_secs_f64();
 
-        let n = samples.len();
-        let metrics = metrics_of(
-            task, self.step, &samples, &report, &rollouts, kl_coef, timing,
-        );
-        let keep: Vec<usize> = (0..n)
+        let keep: Vec<usize> = (0..samples.len())
             .filter(|&i| report.samples[i].outcome != Outcome::Dropped)
             .collect();
+        let mut metrics = metrics_of(
+            task, self.step, &samples, &report, &rollouts, kl_coef, timing,
+        );
+        metrics.used = keep.len();
         for (sample, judgement) in samples.iter_mut().zip(report.samples) {
             sample.judgement = Some(judgement);
         }
+        samples.retain(|s| {
+            s.judgement
+                .as_ref()
+                .is_some_and(|j| j.outcome != Outcome::Dropped)
+        });
         let rollouts = rollouts.select(&keep);
-        let samples: Vec<Sample> = {
-            let mut all: Vec<Option<Sample>> = samples.into_iter().map(Some).collect();
-            keep.iter().filter_map(|&i| all[i].take()).collect()
-        };
         let mut batch = TaskBatch {
             ref_logp: Tensor::zeros((0, 0), candle_core::DType::F32, self.policy.device())?,
             ref_logits: None,
@@ -278,7 +279,7 @@ impl Collector<'_> {
 }
 
 /// The step's metrics of one task, from all its samples (dropped ones
-/// included).
+/// included); the caller sets `used`.
 fn metrics_of(
     task: &TaskSpec,
     step: u64,
@@ -295,11 +296,6 @@ fn metrics_of(
         step,
         task: task.name.clone(),
         samples: n,
-        used: report
-            .samples
-            .iter()
-            .filter(|j| j.outcome != Outcome::Dropped)
-            .count(),
         reward_raw: mean(values.iter().map(|v| f64::from(v.raw))),
         reward_calibrated: mean(values.iter().map(|v| f64::from(v.calibrated))),
         pass_rate: report.count(Outcome::Satisfied) as f64 / n.max(1) as f64,
