@@ -30,8 +30,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::read_prompts;
 use crate::error::{Error, Result};
-pub use crate::kl::{KlConfig, KlEstimator};
-pub use crate::optim::{LossRegistry, LossSpec, PgBaseline, RewardKind};
+pub use crate::kl::{KlConfig, KlEstimator, KlPlacement};
+pub use crate::optim::{Advantage, LossRegistry, LossSpec, RewardKind};
 use crate::policy::load_policy;
 pub use crate::policy::{DeviceSpec, PolicyConfig};
 pub use crate::reward::{BaselineSource, RewardModelSpec};
@@ -635,6 +635,7 @@ mod tests {
                         reward: RewardKind::Calibrated,
                         clip_ratio: Some(0.2),
                         epochs: 4,
+                        ..Pg::default()
                     }
                 ),
             ),
@@ -840,7 +841,7 @@ mod build_tests {
         );
         let msg = build_err(&c);
         assert!(
-            msg.starts_with("config `tasks[0].optimizer.name`: unknown optimizer `crpgg` (registered: codpo, crpg, crraft, online_dpo, pg, raft)"),
+            msg.starts_with("config `tasks[0].optimizer.name`: unknown optimizer `crpgg` (registered: codpo, crpg, crraft, dapo, dr_grpo, grpo, gspo, online_dpo, pg, raft, reinforce_pp, rloo)"),
             "{msg}"
         );
     }

@@ -41,18 +41,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Per-token KL estimators; p = policy, q = reference.
+/// Per-token KL estimators; p = policy, q = reference. Configs also take
+/// the names verl gives them: `kl` (k1), `mse` (k2), `low_var_kl` (k3) and
+/// `exact` (full).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KlEstimator {
     /// log p - log q
+    #[serde(alias = "kl")]
     K1,
     /// (log p - log q)^2 / 2
+    #[serde(alias = "mse")]
     K2,
     /// exp(log q - log p) - (log q - log p) - 1, clamped to [-10, 10]
     #[default]
+    #[serde(alias = "low_var_kl")]
     K3,
+    /// |log p - log q|
+    Abs,
     /// Exact over the vocabulary, from both logits rows.
+    #[serde(alias = "exact")]
     Full,
 }
 
@@ -276,12 +284,14 @@ pub fn token_kl(
 /// policy (`logp`) and the reference (`logq`), elementwise:
 /// k1 = logp - logq; k2 = (logp - logq)^2 / 2;
 /// k3 = exp(logq - logp) - (logq - logp) - 1 with the log-ratio clamped to
-/// ±20 and k3 to ±10 (as peers do). `Full` needs logits: use [`token_kl`].
+/// ±20 and k3 to ±10 (as peers do); abs = |logp - logq|. `Full` needs
+/// logits: use [`token_kl`].
 pub fn kl_estimate(logp: &Tensor, logq: &Tensor, estimator: KlEstimator) -> Result<Tensor> {
     let d = (logp - logq)?;
     Ok(match estimator {
         KlEstimator::K1 => d,
         KlEstimator::K2 => (d.sqr()? * 0.5)?,
+        KlEstimator::Abs => d.abs()?,
         KlEstimator::K3 => {
             let r = d.neg()?.clamp(-20f32, 20f32)?;
             ((r.exp()? - r)? - 1.0)?.clamp(-10f32, 10f32)?

@@ -294,6 +294,8 @@ fn estimators_follow_their_formulas() {
     assert_eq!(k1, [0.5, -1.0, -30.0, 40.0]);
     let k2 = flat(&kl_estimate(&lp, &lq, KlEstimator::K2).unwrap());
     assert_eq!(k2, [0.125, 0.5, 450.0, 800.0]);
+    let abs = flat(&kl_estimate(&lp, &lq, KlEstimator::Abs).unwrap());
+    assert_eq!(abs, [0.5, 1.0, 30.0, 40.0]);
     let k3 = flat(&kl_estimate(&lp, &lq, KlEstimator::K3).unwrap());
     let want = |r: f32| (r.exp() - r - 1.0).clamp(-10.0, 10.0);
     close(&k3[..2], &[want(-0.5), want(1.0)], 1e-6).unwrap();

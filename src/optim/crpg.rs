@@ -7,14 +7,23 @@
 //! ```
 //!
 //! with `logratio` the detached behaviour log-ratio and the baseline `b_i`
-//! the mean of `R~_cr` over the whole minibatch (the paper) or over the K
-//! samples of the same prompt ([`PgBaseline::PerPrompt`]). The KL weight is
+//! the mean of `R~_cr` over the whole minibatch (the paper). The KL weight is
 //! not clipped above 1 in the paper, so a sample that moved *toward* the
 //! reference (negative log-ratio) weighs more than its reward; with
 //! `clip_kl_weight` the weight is at most 1. A sample past KL_max gets weight
 //! 0, like a violating one. n = N.
+//!
+//! The judge gate acts on the reward before any estimator: `advantage`
+//! takes any of [`super::advantage`]'s (`grpo` for CGPO with GRPO's group
+//! normalization; `per_prompt` is the mean of the K samples of the same
+//! prompt), and the objective any of [`super::objective`]'s (`clip_ratio`,
+//! `aggregation`, ...), as in [`super::Pg`]. A prompt whose samples all
+//! violate has rewards all 0 and, under a group estimator, no signal: the
+//! statistic `zero_variance_groups` counts such prompts.
 
+use super::advantage::{advantages as estimate, Advantage, DEFAULT_ADV_EPS};
 use super::loss::{Settings, TaskLoss};
+use super::objective::{estimate_and_loss, Aggregation, ImportanceSampling, PgSettings};
 use super::{mean, LossInputs, LossOutput};
 use crate::error::check_config;
 use crate::error::Result;
@@ -29,17 +38,59 @@ pub const DEFAULT_KL_MAX: f64 = 10.0;
 pub struct Crpg {
     /// KL_max: samples with logratio >= kl_max get zero reward weight.
     pub kl_max: f64,
-    pub baseline: PgBaseline,
+    /// How the regularized rewards become advantages (default `batch`,
+    /// the paper's; the key `baseline` is an older name for it).
+    #[serde(alias = "baseline")]
+    pub advantage: Advantage,
     /// Clip the KL weight `1 - logratio / kl_max` above at 1.
     pub clip_kl_weight: bool,
+    /// As [`super::Pg`]'s: absent = REINFORCE (the paper).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_ratio_high: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dual_clip: Option<f64>,
+    pub importance_sampling: ImportanceSampling,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregation: Option<Aggregation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub norm_constant: Option<f64>,
+    pub dynamic_sampling: bool,
+    pub adv_eps: f64,
+    pub epochs: usize,
 }
 
 impl Default for Crpg {
     fn default() -> Self {
         Self {
             kl_max: DEFAULT_KL_MAX,
-            baseline: PgBaseline::Batch,
+            advantage: Advantage::Batch,
             clip_kl_weight: false,
+            clip_ratio: None,
+            clip_ratio_high: None,
+            dual_clip: None,
+            importance_sampling: ImportanceSampling::Token,
+            aggregation: None,
+            norm_constant: None,
+            dynamic_sampling: false,
+            adv_eps: DEFAULT_ADV_EPS,
+            epochs: 1,
+        }
+    }
+}
+
+impl Crpg {
+    pub(crate) fn settings(&self) -> PgSettings {
+        PgSettings {
+            clip_ratio: self.clip_ratio,
+            clip_ratio_high: self.clip_ratio_high,
+            dual_clip: self.dual_clip,
+            importance_sampling: self.importance_sampling,
+            aggregation: self.aggregation,
+            norm_constant: self.norm_constant,
+            adv_eps: self.adv_eps,
+            epochs: self.epochs,
         }
     }
 }
@@ -50,25 +101,19 @@ impl TaskLoss for Crpg {
     }
 
     fn loss(&self, inputs: &LossInputs) -> Result<LossOutput> {
-        crpg_loss(inputs, self.kl_max, self.baseline, self.clip_kl_weight)
+        crpg_loss(inputs, self)
+    }
+
+    fn epochs(&self) -> usize {
+        self.epochs
     }
 }
 
 impl Settings for Crpg {
     fn check(&self) -> Result<()> {
-        check_config("kl_max", self.kl_max, "> 0", |v| v > 0.0)
+        check_config("kl_max", self.kl_max, "> 0", |v| v > 0.0)?;
+        self.settings().check()
     }
-}
-
-/// The policy-gradient baseline subtracted from CRPG rewards.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PgBaseline {
-    /// Mean over the task's whole minibatch (the paper).
-    #[default]
-    Batch,
-    /// Mean over the K samples of the same prompt.
-    PerPrompt,
 }
 
 /// The KL weight `max(1 - logratio / kl_max, 0)`, at most 1 when `clip`.
@@ -95,51 +140,28 @@ pub fn crpg_rewards(inputs: &LossInputs, kl_max: f64, clip_kl_weight: bool) -> V
         .collect()
 }
 
-/// The advantages `R_i - b_i` with the batch or per-prompt mean baseline.
-pub fn advantages(inputs: &LossInputs, rewards: &[f64], baseline: PgBaseline) -> Vec<f64> {
-    match baseline {
-        PgBaseline::Batch => {
-            let b = mean(rewards.iter().copied());
-            rewards.iter().map(|r| r - b).collect()
-        }
-        PgBaseline::PerPrompt => {
-            let per_prompt: Vec<f64> = inputs
-                .groups()
-                .iter()
-                .map(|members| mean(members.iter().map(|&i| rewards[i])))
-                .collect();
-            rewards
-                .iter()
-                .zip(&inputs.group)
-                .map(|(r, &g)| r - per_prompt[g])
-                .collect()
-        }
-    }
-}
-
 /// The CRPG loss of one task's minibatch.
-pub fn crpg_loss(
-    inputs: &LossInputs,
-    kl_max: f64,
-    baseline: PgBaseline,
-    clip_kl_weight: bool,
-) -> Result<LossOutput> {
+pub fn crpg_loss(inputs: &LossInputs, settings: &Crpg) -> Result<LossOutput> {
     inputs.validate()?;
-    let rewards = crpg_rewards(inputs, kl_max, clip_kl_weight);
-    let adv = advantages(inputs, &rewards, baseline);
-    let n = inputs.len();
-    let stats = stats(inputs, kl_max, &rewards, &adv);
-    if n == 0 {
-        return Ok(LossOutput {
-            loss: inputs.zero_loss()?,
-            stats,
-        });
-    }
-    let weights: Vec<f64> = adv.iter().map(|a| -a / n as f64).collect();
-    Ok(LossOutput {
-        loss: inputs.weighted_seq_logp(&weights)?,
-        stats,
-    })
+    let rewards = crpg_rewards(inputs, settings.kl_max, settings.clip_kl_weight);
+    let adv = estimate(
+        settings.advantage,
+        &rewards,
+        &inputs.group,
+        &inputs.lengths,
+        settings.adv_eps,
+    );
+    let mut stats = stats(inputs, settings.kl_max, &rewards, &adv);
+    let (loss, more) = estimate_and_loss(
+        inputs,
+        &rewards,
+        settings.advantage,
+        settings.adv_eps,
+        settings.dynamic_sampling,
+        &settings.settings().objective(),
+    )?;
+    stats.extend(more.into_iter().filter(|(k, _)| *k != "mean_abs_advantage"));
+    Ok(LossOutput { loss, stats })
 }
 
 fn stats(
@@ -170,6 +192,15 @@ mod tests {
     use super::*;
     use crate::optim::testutil::{assert_close, check_gradient, grad_of, value, Case, Tiny};
 
+    fn crpg(advantage: Advantage, clip_kl_weight: bool) -> Crpg {
+        Crpg {
+            kl_max: 10.0,
+            advantage,
+            clip_kl_weight,
+            ..Crpg::default()
+        }
+    }
+
     /// Two prompts, two samples each; logratio = old - ref = [5, 0, -5, 12]
     /// with KL_max = 10, so KL weights are [0.5, 1, 1.5, 0].
     fn case() -> Case {
@@ -191,7 +222,7 @@ mod tests {
         for (r, want) in rewards.iter().zip([0.4, 0.0, 0.9, 0.0]) {
             assert!((r - want).abs() < 1e-12, "{rewards:?}");
         }
-        let out = crpg_loss(&inputs, 10.0, PgBaseline::Batch, false).unwrap();
+        let out = crpg_loss(&inputs, &crpg(Advantage::Batch, false)).unwrap();
         // loss = -(1/4)(-1*0.075 - 2*-0.325 - 3*0.575 - 4*-0.325) = -(1/4)(0.15)
         assert!((value(&out.loss) + 0.0375).abs() < 1e-6);
         // d loss / d seq_logp_i = -A_i / n
@@ -208,7 +239,7 @@ mod tests {
     fn per_prompt_baseline_by_hand() {
         let (var, inputs) = case().build();
         // R~_cr = [0.4, 0 | 0.9, 0]: prompt means 0.2 and 0.45.
-        let out = crpg_loss(&inputs, 10.0, PgBaseline::PerPrompt, false).unwrap();
+        let out = crpg_loss(&inputs, &crpg(Advantage::PerPrompt, false)).unwrap();
         assert_close(
             &grad_of(&var, &out.loss),
             &[-0.2 / 4.0, 0.2 / 4.0, -0.45 / 4.0, 0.45 / 4.0],
@@ -221,7 +252,7 @@ mod tests {
         let (var, inputs) = case().build();
         // The negative log-ratio's weight 1.5 is clipped to 1: R~_cr = [0.4, 0, 0.6, 0],
         // mean 0.25, advantages [0.15, -0.25, 0.35, -0.25].
-        let out = crpg_loss(&inputs, 10.0, PgBaseline::Batch, true).unwrap();
+        let out = crpg_loss(&inputs, &crpg(Advantage::Batch, true)).unwrap();
         assert_close(
             &grad_of(&var, &out.loss),
             &[-0.15 / 4.0, 0.25 / 4.0, -0.35 / 4.0, 0.25 / 4.0],
@@ -235,7 +266,7 @@ mod tests {
     #[test]
     fn negative_rewards_only_is_a_connected_zero() {
         let (var, inputs) = case().positive(&[false; 4]).build();
-        let out = crpg_loss(&inputs, 10.0, PgBaseline::Batch, false).unwrap();
+        let out = crpg_loss(&inputs, &crpg(Advantage::Batch, false)).unwrap();
         assert_eq!(value(&out.loss), 0.0);
         assert_eq!(out.stat("zero_advantage"), Some(1.0));
         assert_close(&grad_of(&var, &out.loss), &[0.0; 4], 0.0);
@@ -245,12 +276,12 @@ mod tests {
     fn gradient_wrt_logits_matches_finite_differences() {
         let tiny = Tiny::new(&[3, 2, 3, 1], 3, 5, 7);
         let base = case().lengths(&tiny.lengths);
-        for baseline in [PgBaseline::Batch, PgBaseline::PerPrompt] {
+        for baseline in [Advantage::Batch, Advantage::PerPrompt, Advantage::Grpo] {
             check_gradient(&tiny.logits, tiny.shape(), |z| {
                 let (_, mut inputs) = base.build();
                 inputs.token_logp = tiny.token_logp(z)?;
                 inputs.seq_logp = inputs.token_logp.sum(1)?;
-                Ok(crpg_loss(&inputs, 10.0, baseline, false)?.loss)
+                Ok(crpg_loss(&inputs, &crpg(baseline, false))?.loss)
             });
         }
     }

@@ -120,8 +120,11 @@ impl LossRegistry {
         Self::default()
     }
 
-    /// CGPO's constrained optimizers (`crpg`, `codpo`, `crraft`) and the
-    /// ablations' baselines (`pg`, `online_dpo`, `raft`).
+    /// CGPO's constrained optimizers (`crpg`, `codpo`, `crraft`), the
+    /// ablations' baselines (`pg`, `online_dpo`, `raft`) and the field's
+    /// recipes as presets of `pg` (`grpo`, `dr_grpo`, `dapo`, `gspo`,
+    /// `rloo`, `reinforce_pp`: [`Pg::preset`]), whose keys a config may
+    /// override.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         r.register("crpg", builtin::<Crpg>);
@@ -130,6 +133,9 @@ impl LossRegistry {
         r.register("pg", builtin::<Pg>);
         r.register("online_dpo", builtin::<OnlineDpo>);
         r.register("raft", builtin::<Raft>);
+        for name in Pg::PRESETS {
+            r.register(name, move |params| preset(name, params));
+        }
         r
     }
 
@@ -181,4 +187,25 @@ fn builtin<T: Settings>(params: &Value) -> Result<Arc<dyn TaskLoss>> {
     })?;
     loss.check()?;
     Ok(Arc::new(loss))
+}
+
+/// The `pg` preset `name` with the config's keys over it.
+fn preset(name: &str, params: &Value) -> Result<Arc<dyn TaskLoss>> {
+    let base = Pg::preset(name).ok_or_else(|| Error::config(".", format!("no preset `{name}`")))?;
+    let mut merged = match serde_json::to_value(&base) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    if let Value::Object(over) = params {
+        merged.extend(over.clone());
+    }
+    let loss: Pg = serde_path_to_error::deserialize(Value::Object(merged)).map_err(|e| {
+        let path = e.path().to_string();
+        Error::config(path, e.into_inner().to_string())
+    })?;
+    loss.check()?;
+    Ok(Arc::new(Pg {
+        preset: base.preset,
+        ..loss
+    }))
 }

@@ -17,7 +17,11 @@
 //!
 //! and the baselines of the ablations (section 5): [`pg_loss`] (unconstrained
 //! policy gradient, optionally with PPO's clipped ratio), [`online_dpo_loss`]
-//! and [`raft_loss`], which ignore the judges.
+//! and [`raft_loss`], which ignore the judges. CRPG and PG share the
+//! field's advantage estimators ([`advantage`]: GRPO, Dr. GRPO, RLOO,
+//! REINFORCE++) and policy objectives ([`objective`]: PPO-clip, GSPO,
+//! DAPO's clip-higher and dynamic sampling, four loss aggregations); the
+//! registry names the recipes (`grpo`, `dapo`, ...; [`Pg::preset`]).
 //!
 //! Every weight is a detached number computed on the host (`f64`) from the
 //! rewards, the judgements and the *behaviour* log-ratio
@@ -60,10 +64,12 @@
 //! # Ok::<(), cgpo::Error>(())
 //! ```
 
+pub mod advantage;
 pub mod codpo;
 pub mod crpg;
 pub mod crraft;
 mod loss;
+pub mod objective;
 pub mod online_dpo;
 pub mod pg;
 pub mod raft;
@@ -72,13 +78,15 @@ pub(crate) mod testutil;
 
 use candle_core::{DType, Tensor};
 
+pub use advantage::Advantage;
 pub use codpo::codpo_loss;
 pub use codpo::Codpo;
 pub use crpg::crpg_loss;
-pub use crpg::{Crpg, PgBaseline};
+pub use crpg::Crpg;
 pub use crraft::crraft_loss;
 pub use crraft::Crraft;
 pub use loss::{LossFactory, LossRegistry, LossSpec, TaskLoss};
+pub use objective::{Aggregation, ImportanceSampling};
 pub use online_dpo::online_dpo_loss;
 pub use online_dpo::OnlineDpo;
 pub use pg::pg_loss;

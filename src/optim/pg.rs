@@ -1,11 +1,12 @@
-//! Unconstrained policy gradient, "PPO-like" without a critic (docs/algorithm.md
-//! §5, the baseline CGPO is compared with). One reward (raw or
-//! calibrated), no judges, a batch-mean baseline, the advantage of each
-//! sequence broadcast to its tokens:
+//! Unconstrained policy gradient (docs/algorithm.md §5 and §8), the
+//! baseline CGPO is compared with, and the group-relative estimators the
+//! field trains with (GRPO, Dr. GRPO, DAPO, GSPO, RLOO, REINFORCE++). One
+//! reward (raw or calibrated), no judges; an advantage estimator
+//! ([`super::advantage`]) and a policy objective ([`super::objective`]):
 //!
 //! ```text
-//! A_i   = r_i - mean_j r_j
-//! loss  = -(1/N) Σ_i seqlogp_w(a_i) A_i                          (no clipping: REINFORCE)
+//! A_i   = estimator(r)_i                       (default: r_i - mean_j r_j)
+//! loss  = -(1/N) Σ_i seqlogp_w(a_i) A_i        (no clipping: REINFORCE)
 //! ratio = exp(logp_w(a_t) - logp_old(a_t))
 //! loss  = -(1/T) Σ_i Σ_t min(ratio A_i, clip(ratio, 1-eps, 1+eps) A_i)   (clip_ratio = eps)
 //! ```
@@ -15,15 +16,22 @@
 //! reads `epochs` from the config); on the first pass ratio = 1 and both
 //! forms have the same gradient up to the token weighting. The per-token KL
 //! penalty is added by the trainer ([`crate::kl`]).
+//!
+//! The registry also holds the field's recipes as presets of `pg` (a
+//! config's keys override them): see [`Pg::preset`].
+//!
+//! ```
+//! use cgpo::optim::Pg;
+//! let grpo = Pg::preset("grpo").unwrap();
+//! assert_eq!(grpo.clip_ratio, Some(0.2));
+//! assert!(Pg::preset("ppo2").is_none());
+//! ```
 
-use candle_core::Tensor;
-
-use super::crpg::advantages;
+use super::advantage::{Advantage, DEFAULT_ADV_EPS};
 use super::loss::{Settings, TaskLoss};
-use super::PgBaseline;
-use super::{host_tensor, mean, LossInputs, LossOutput};
-use crate::error::check_config;
-use crate::error::{Error, Result};
+use super::objective::{estimate_and_loss, Aggregation, ImportanceSampling, PgSettings};
+use super::{mean, LossInputs, LossOutput};
+use crate::error::Result;
 use serde::{Deserialize, Serialize};
 
 /// The policy-gradient baseline's settings (`{"name": "pg", ...}`).
@@ -32,31 +40,152 @@ use serde::{Deserialize, Serialize};
 pub struct Pg {
     /// The one reward it optimizes: `raw` (default) or `calibrated`.
     pub reward: RewardKind,
-    /// eps of the clipped-ratio objective, in (0, 1); absent = plain
-    /// REINFORCE.
+    /// How rewards become advantages (default `batch`).
+    pub advantage: Advantage,
+    /// eps (the lower one) of the clipped-ratio objective, in (0, 1);
+    /// absent = plain REINFORCE.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clip_ratio: Option<f64>,
+    /// DAPO's clip-higher: the upper eps (default `clip_ratio`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_ratio_high: Option<f64>,
+    /// verl's dual clip c > 1 for negative advantages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dual_clip: Option<f64>,
+    /// `token` (PPO) or `sequence` (GSPO) ratios.
+    pub importance_sampling: ImportanceSampling,
+    /// Absent: `seq_mean_token_sum` for REINFORCE, `token_mean` clipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregation: Option<Aggregation>,
+    /// C of `seq_mean_token_sum_norm` (default: the padded length).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub norm_constant: Option<f64>,
+    /// DAPO: drop the prompts whose rewards are all equal.
+    pub dynamic_sampling: bool,
+    /// The eps of GRPO's std division.
+    pub adv_eps: f64,
     /// Gradient passes over the same rollouts.
     pub epochs: usize,
+    /// The preset's name, when built from one (its name in metrics).
+    #[serde(skip)]
+    pub preset: Option<&'static str>,
 }
 
 impl Default for Pg {
     fn default() -> Self {
         Self {
             reward: RewardKind::Raw,
+            advantage: Advantage::Batch,
             clip_ratio: None,
+            clip_ratio_high: None,
+            dual_clip: None,
+            importance_sampling: ImportanceSampling::Token,
+            aggregation: None,
+            norm_constant: None,
+            dynamic_sampling: false,
+            adv_eps: DEFAULT_ADV_EPS,
             epochs: 1,
+            preset: None,
+        }
+    }
+}
+
+impl Pg {
+    /// The registered presets, each a `pg` with these settings:
+    ///
+    /// | Name | Advantage | Objective | Aggregation |
+    /// |---|---|---|---|
+    /// | `grpo` | `grpo` | PPO-clip 0.2 | `seq_mean_token_mean` |
+    /// | `dr_grpo` | `per_prompt` | PPO-clip 0.2 | `seq_mean_token_sum_norm` |
+    /// | `dapo` | `grpo` | PPO-clip 0.2 / 0.28, dynamic sampling | `token_mean` |
+    /// | `gspo` | `grpo` | sequence ratio, clip 3e-4 / 4e-4 | `seq_mean_token_mean` |
+    /// | `rloo` | `rloo` | REINFORCE | `seq_mean_token_sum` |
+    /// | `reinforce_pp` | `reinforce_pp` | PPO-clip 0.2 | `token_mean` |
+    pub fn preset(name: &str) -> Option<Self> {
+        let clip = |lo: f64, hi: Option<f64>, agg: Aggregation| Pg {
+            clip_ratio: Some(lo),
+            clip_ratio_high: hi,
+            aggregation: Some(agg),
+            ..Pg::default()
+        };
+        let (name, pg) = match name {
+            "grpo" => (
+                "grpo",
+                Pg {
+                    advantage: Advantage::Grpo,
+                    ..clip(0.2, None, Aggregation::SeqMeanTokenMean)
+                },
+            ),
+            "dr_grpo" => (
+                "dr_grpo",
+                Pg {
+                    advantage: Advantage::PerPrompt,
+                    ..clip(0.2, None, Aggregation::SeqMeanTokenSumNorm)
+                },
+            ),
+            "dapo" => (
+                "dapo",
+                Pg {
+                    advantage: Advantage::Grpo,
+                    dynamic_sampling: true,
+                    ..clip(0.2, Some(0.28), Aggregation::TokenMean)
+                },
+            ),
+            "gspo" => (
+                "gspo",
+                Pg {
+                    advantage: Advantage::Grpo,
+                    importance_sampling: ImportanceSampling::Sequence,
+                    ..clip(3e-4, Some(4e-4), Aggregation::SeqMeanTokenMean)
+                },
+            ),
+            "rloo" => (
+                "rloo",
+                Pg {
+                    advantage: Advantage::Rloo,
+                    ..Pg::default()
+                },
+            ),
+            "reinforce_pp" => (
+                "reinforce_pp",
+                Pg {
+                    advantage: Advantage::ReinforcePp,
+                    ..clip(0.2, None, Aggregation::TokenMean)
+                },
+            ),
+            _ => return None,
+        };
+        Some(Pg {
+            preset: Some(name),
+            ..pg
+        })
+    }
+
+    /// The names [`Pg::preset`] knows.
+    pub const PRESETS: [&'static str; 6] =
+        ["grpo", "dr_grpo", "dapo", "gspo", "rloo", "reinforce_pp"];
+
+    pub(crate) fn settings(&self) -> PgSettings {
+        PgSettings {
+            clip_ratio: self.clip_ratio,
+            clip_ratio_high: self.clip_ratio_high,
+            dual_clip: self.dual_clip,
+            importance_sampling: self.importance_sampling,
+            aggregation: self.aggregation,
+            norm_constant: self.norm_constant,
+            adv_eps: self.adv_eps,
+            epochs: self.epochs,
         }
     }
 }
 
 impl TaskLoss for Pg {
     fn name(&self) -> &str {
-        "pg"
+        self.preset.unwrap_or("pg")
     }
 
     fn loss(&self, inputs: &LossInputs) -> Result<LossOutput> {
-        pg_loss(inputs, self.reward, self.clip_ratio)
+        pg_loss(inputs, self)
     }
 
     fn epochs(&self) -> usize {
@@ -66,13 +195,7 @@ impl TaskLoss for Pg {
 
 impl Settings for Pg {
     fn check(&self) -> Result<()> {
-        if let Some(eps) = self.clip_ratio {
-            check_config("clip_ratio", eps, "in (0, 1)", |v| v > 0.0 && v < 1.0)?;
-        }
-        if self.epochs == 0 {
-            return Err(Error::config("epochs", "must be >= 1"));
-        }
-        Ok(())
+        self.settings().check()
     }
 }
 
@@ -95,70 +218,31 @@ pub fn pg_rewards(inputs: &LossInputs, reward: RewardKind) -> &[f64] {
     }
 }
 
-/// The policy-gradient loss of one task's minibatch (judges ignored);
-/// `clip_ratio = Some(eps)` for the clipped-ratio objective.
-pub fn pg_loss(
-    inputs: &LossInputs,
-    reward: RewardKind,
-    clip_ratio: Option<f64>,
-) -> Result<LossOutput> {
+/// The policy-gradient loss of one task's minibatch (judges ignored).
+pub fn pg_loss(inputs: &LossInputs, settings: &Pg) -> Result<LossOutput> {
     inputs.validate()?;
-    let rewards = pg_rewards(inputs, reward);
-    let adv = advantages(inputs, rewards, PgBaseline::Batch);
+    let rewards = pg_rewards(inputs, settings.reward);
+    let (loss, more) = estimate_and_loss(
+        inputs,
+        rewards,
+        settings.advantage,
+        settings.adv_eps,
+        settings.dynamic_sampling,
+        &settings.settings().objective(),
+    )?;
     let mut stats = vec![
         ("samples", inputs.len() as f64),
         ("mean_reward", mean(rewards.iter().copied())),
-        ("mean_abs_advantage", mean(adv.iter().map(|a| a.abs()))),
     ];
-    let tokens: usize = inputs.lengths.iter().sum();
-    let loss = match clip_ratio {
-        _ if inputs.is_empty() || tokens == 0 => inputs.zero_loss()?,
-        None => {
-            let n = inputs.len() as f64;
-            let weights: Vec<f64> = adv.iter().map(|a| -a / n).collect();
-            inputs.weighted_seq_logp(&weights)?
-        }
-        Some(eps) => {
-            let (loss, clipped) = clipped_objective(inputs, &adv, eps, tokens)?;
-            stats.push(("clip_fraction", clipped));
-            loss
-        }
-    };
+    stats.extend(more);
     Ok(LossOutput { loss, stats })
-}
-
-/// `-(1/T) Σ mask * min(ratio A, clip(ratio, 1-eps, 1+eps) A)` and the
-/// fraction of response tokens whose ratio is outside the clip range.
-fn clipped_objective(
-    inputs: &LossInputs,
-    adv: &[f64],
-    eps: f64,
-    tokens: usize,
-) -> Result<(Tensor, f64)> {
-    let a = host_tensor(adv, &inputs.token_logp)?.unsqueeze(1)?;
-    let ratio = (&inputs.token_logp - inputs.token_logp_old.detach())?.exp()?;
-    let unclipped = ratio.broadcast_mul(&a)?;
-    let clipped = ratio
-        .clamp(1.0 - eps as f32, 1.0 + eps as f32)?
-        .broadcast_mul(&a)?;
-    let objective = (unclipped.minimum(&clipped)? * &inputs.mask)?;
-    let loss = (objective.sum_all()? * (-1.0 / tokens as f64))?;
-    let outside = ratio
-        .detach()
-        .flatten_all()?
-        .to_vec1::<f32>()?
-        .iter()
-        .zip(inputs.mask.flatten_all()?.to_vec1::<f32>()?)
-        .filter(|&(&r, m)| m != 0.0 && (f64::from(r) - 1.0).abs() > eps)
-        .count();
-    Ok((loss, outside as f64 / tokens as f64))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::optim::testutil::{assert_close, check_gradient, grad_of, value, Case, Tiny};
-    use candle_core::{Device, Var};
+    use candle_core::{Device, Tensor, Var};
 
     #[test]
     fn reinforce_by_hand() {
@@ -170,11 +254,18 @@ mod tests {
         let (var, inputs) = case.build();
         // Raw: mean 1, A = [0, -1, 2, -1]; judges ignored.
         // loss = -(1/4)(0 + 2 - 6 + 4) = 0.
-        let out = pg_loss(&inputs, RewardKind::Raw, None).unwrap();
+        let out = pg_loss(&inputs, &Pg::default()).unwrap();
         assert!(value(&out.loss).abs() < 1e-6);
         assert_close(&grad_of(&var, &out.loss), &[0.0, 0.25, -0.5, 0.25], 1e-6);
         // Calibrated: mean 0.45, A = [0.05, -0.25, 0.45, -0.25].
-        let out = pg_loss(&inputs, RewardKind::Calibrated, None).unwrap();
+        let out = pg_loss(
+            &inputs,
+            &Pg {
+                reward: RewardKind::Calibrated,
+                ..Pg::default()
+            },
+        )
+        .unwrap();
         assert_close(
             &grad_of(&var, &out.loss),
             &[-0.05 / 4.0, 0.25 / 4.0, -0.45 / 4.0, 0.25 / 4.0],
@@ -201,7 +292,14 @@ mod tests {
         let old = Tensor::new(&[[-1.1f32, -2.5], [-1.0, -0.8], [-0.75, 0.0]], &dev).unwrap();
         inputs.token_logp = logp.as_tensor().clone();
         inputs.token_logp_old = old;
-        let out = pg_loss(&inputs, RewardKind::Raw, Some(0.2)).unwrap();
+        let out = pg_loss(
+            &inputs,
+            &Pg {
+                clip_ratio: Some(0.2),
+                ..Pg::default()
+            },
+        )
+        .unwrap();
         let (r00, r11) = (0.1f64.exp(), 0.3f64.exp());
         let want = -(r00 + 1.2 - 0.8 - r11) / 5.0;
         assert!(
@@ -247,8 +345,58 @@ mod tests {
                 inputs.token_logp = tiny.token_logp(z)?;
                 inputs.token_logp_old = old.clone();
                 inputs.seq_logp = inputs.token_logp.sum(1)?;
-                Ok(pg_loss(&inputs, RewardKind::Raw, clip)?.loss)
+                Ok(pg_loss(
+                    &inputs,
+                    &Pg {
+                        clip_ratio: clip,
+                        ..Pg::default()
+                    },
+                )?
+                .loss)
             });
         }
+    }
+
+    #[test]
+    fn presets_build_by_name_take_overrides_and_train() {
+        use crate::optim::{LossRegistry, LossSpec};
+        use serde_json::json;
+        let registry = LossRegistry::with_builtins();
+        let (_, inputs) = Case::new(&[0, 0, 1, 1]).raw(&[1.0, 0.0, 0.5, 0.25]).build();
+        for name in Pg::PRESETS {
+            let loss = registry
+                .build(&LossSpec::new(name, json!({})), "o")
+                .unwrap();
+            assert_eq!(loss.name(), name);
+            let out = loss.loss(&inputs).unwrap();
+            assert!(value(&out.loss).is_finite(), "{name}");
+            assert_eq!(out.stat("zero_variance_groups"), Some(0.0), "{name}");
+        }
+        let spec = LossSpec::new("grpo", json!({"reward": "calibrated", "clip_ratio": 0.1}));
+        let got = format!("{:?}", registry.build(&spec, "o").unwrap());
+        let want = Pg {
+            reward: RewardKind::Calibrated,
+            clip_ratio: Some(0.1),
+            ..Pg::preset("grpo").unwrap()
+        };
+        assert_eq!(got, format!("{want:?}"));
+        let spec = LossSpec::new("dapo", json!({"clip_ratio_hi": 0.3}));
+        let err = registry
+            .build(&spec, "tasks[0].optimizer")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tasks[0].optimizer") && err.contains("clip_ratio_hi"),
+            "{err}"
+        );
+        let spec = LossSpec::new(
+            "gspo",
+            json!({"importance_sampling": "sequence", "clip_ratio": 2.0}),
+        );
+        let err = registry
+            .build(&spec, "tasks[0].optimizer")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tasks[0].optimizer.clip_ratio"), "{err}");
     }
 }
