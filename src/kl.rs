@@ -52,6 +52,29 @@ pub struct KlConfig {
     pub target: Option<f64>,
     #[serde(default = "default_horizon")]
     pub horizon: u64,
+    /// Where the penalty goes: `loss` (default; the masked token mean of
+    /// the estimator on the current policy, differentiable) or `reward`
+    /// (`coef * Σ_t KL_t` of the behaviour policy, detached, subtracted
+    /// from each sample's reward before the loss's estimator).
+    #[serde(default, skip_serializing_if = "KlPlacement::is_loss")]
+    pub placement: KlPlacement,
+}
+
+/// Where a task's KL penalty goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KlPlacement {
+    /// A term of the loss.
+    #[default]
+    Loss,
+    /// A penalty on the reward (PPO-RLHF's, verl's `use_kl_in_reward`).
+    Reward,
+}
+
+impl KlPlacement {
+    fn is_loss(&self) -> bool {
+        *self == KlPlacement::Loss
+    }
 }
 
 fn default_horizon() -> u64 {
@@ -65,6 +88,7 @@ impl Default for KlConfig {
             estimator: KlEstimator::default(),
             target: None,
             horizon: default_horizon(),
+            placement: KlPlacement::Loss,
         }
     }
 }
@@ -86,6 +110,12 @@ impl KlConfig {
     pub fn validate(&self, key: &str) -> Result<()> {
         let key = |k: &str| format!("{key}.{k}");
         check_config(key("coef"), self.coef, ">= 0", |v| v >= 0.0)?;
+        if self.placement == KlPlacement::Reward && self.estimator == KlEstimator::Full {
+            return Err(Error::config(
+                key("estimator"),
+                "`full` needs the logits of the behaviour policy; with `placement: reward` use k1, k2, k3 or abs",
+            ));
+        }
         if let Some(target) = self.target {
             check_config(key("target"), target, "> 0", |v| v > 0.0)?;
             if self.horizon == 0 {
@@ -104,8 +134,28 @@ impl KlConfig {
     /// Whether the penalty needs both models' full logits (the `full`
     /// estimator with a non-zero coefficient).
     pub fn needs_logits(&self) -> bool {
-        self.estimator == KlEstimator::Full && self.coef > 0.0
+        self.estimator == KlEstimator::Full
+            && self.coef > 0.0
+            && self.placement == KlPlacement::Loss
     }
+}
+
+/// Per sample, `Σ_t KL_t` of the behaviour policy from the reference over
+/// its response tokens (detached numbers): the penalty of
+/// `placement: reward`, `coef` times this. `full` is an error.
+pub fn sequence_kl(
+    token_logp_old: &Tensor,
+    token_logp_ref: &Tensor,
+    mask: &Tensor,
+    estimator: KlEstimator,
+) -> Result<Vec<f64>> {
+    let kl = (kl_estimate(token_logp_old, token_logp_ref, estimator)? * mask)?;
+    Ok(kl
+        .sum(1)?
+        .to_vec1::<f32>()?
+        .into_iter()
+        .map(f64::from)
+        .collect())
 }
 
 fn kl_error(op: &'static str, message: String) -> Error {

@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::Sample;
 use crate::error::{check_config, Error, Result};
 use crate::kl::KlConfig;
+use crate::optim::advantage::RewardAggregation;
 use crate::optim::{LossRegistry, LossSpec, TaskLoss};
 use crate::reward::{BaselineGenerator, BaselineSource, CalibratedReward, RewardModel};
 
@@ -54,6 +55,21 @@ pub struct TaskSpec {
     pub batch_size: usize,
     /// The task's own KL penalty.
     pub kl: KlConfig,
+    /// The weight of `reward` when the task has extra rewards.
+    pub reward_weight: f64,
+    /// More reward models (raw scores), combined with `reward` by
+    /// `reward_aggregation` into the reward the loss sees.
+    pub extra_rewards: Vec<ExtraReward>,
+    pub reward_aggregation: RewardAggregation,
+}
+
+/// A task's additional reward model and its weight.
+#[derive(Clone)]
+pub struct ExtraReward {
+    /// Its name in metrics (`rewards.<name>`).
+    pub name: String,
+    pub model: Arc<dyn RewardModel>,
+    pub weight: f64,
 }
 
 impl TaskSpec {
@@ -75,7 +91,42 @@ impl TaskSpec {
             generations_per_prompt: DEFAULT_K,
             batch_size: DEFAULT_BATCH,
             kl: KlConfig::default(),
+            reward_weight: 1.0,
+            extra_rewards: Vec::new(),
+            reward_aggregation: RewardAggregation::Sum,
         }
+    }
+
+    /// Adds a reward model whose raw score is combined with the task's
+    /// reward (weighted `reward_weight`) by `aggregation`.
+    pub fn with_extra_reward(
+        mut self,
+        name: impl Into<String>,
+        model: Arc<dyn RewardModel>,
+        weight: f64,
+    ) -> Self {
+        self.extra_rewards.push(ExtraReward {
+            name: name.into(),
+            model,
+            weight,
+        });
+        self
+    }
+
+    /// How the rewards combine, and the weight of the task's own reward.
+    pub fn with_reward_aggregation(
+        mut self,
+        aggregation: RewardAggregation,
+        reward_weight: f64,
+    ) -> Self {
+        self.reward_aggregation = aggregation;
+        self.reward_weight = reward_weight;
+        self
+    }
+
+    /// Whether the loss sees one reward model's value unchanged.
+    pub fn single_reward(&self) -> bool {
+        self.extra_rewards.is_empty() && self.reward_weight == 1.0
     }
 
     /// rho_l, the weight of this task's gradient in the merge.
@@ -105,6 +156,20 @@ impl TaskSpec {
     /// Checks the settings the types do not; errors name `key` (the
     /// task's config path, e.g. `tasks[1]`).
     pub fn validate(&self, key: &str) -> Result<()> {
+        check_config(
+            format!("{key}.reward.weight"),
+            self.reward_weight,
+            "finite",
+            |_| true,
+        )?;
+        for (k, extra) in self.extra_rewards.iter().enumerate() {
+            check_config(
+                format!("{key}.reward.extra[{k}].weight"),
+                extra.weight,
+                "finite",
+                |_| true,
+            )?;
+        }
         check_settings(
             key,
             &self.name,
@@ -191,6 +256,26 @@ pub struct RewardConfig {
     pub calibrated: bool,
     #[serde(default)]
     pub baseline: BaselineSource,
+    /// The weight of this reward when there are `extra` ones.
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// More reward models (keys of `reward_models`; raw scores) for this
+    /// task, each with a weight.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<ExtraRewardConfig>,
+    /// `sum` (default) or `normalize_then_sum` (GDPO).
+    #[serde(default)]
+    pub aggregation: RewardAggregation,
+}
+
+/// One more reward model of a task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraRewardConfig {
+    /// A key of `reward_models`.
+    pub model: String,
+    #[serde(default = "one")]
+    pub weight: f64,
 }
 
 fn yes() -> bool {
@@ -306,7 +391,21 @@ impl TaskConfig {
             )
         })?;
         let loss = losses.build(&self.optimizer, &format!("{key}.optimizer"))?;
-        let task = TaskSpec::new(
+        let mut extras = Vec::new();
+        for (k, extra) in self.reward.extra.iter().enumerate() {
+            let model = models.get(&extra.model).cloned().ok_or_else(|| {
+                Error::config(
+                    format!("{key}.reward.extra[{k}].model"),
+                    format!("unknown reward model `{}`", extra.model),
+                )
+            })?;
+            extras.push(ExtraReward {
+                name: extra.model.clone(),
+                model,
+                weight: extra.weight,
+            });
+        }
+        let mut task = TaskSpec::new(
             self.name.clone(),
             mixture,
             CalibratedReward::new(model, self.reward.baseline),
@@ -315,7 +414,9 @@ impl TaskConfig {
         .with_weight(self.weight)
         .with_batch(self.generations_per_prompt, self.batch_size)
         .with_kl(self.kl.clone())
-        .with_calibrated(self.reward.calibrated);
+        .with_calibrated(self.reward.calibrated)
+        .with_reward_aggregation(self.reward.aggregation, self.reward.weight);
+        task.extra_rewards = extras;
         task.validate(key)?;
         Ok(task)
     }

@@ -364,3 +364,62 @@ fn a_loss_registered_by_the_program_trains_from_a_config() {
     let err = cfg.trainer(&registries).err().unwrap().to_string();
     assert!(err.contains("tasks[0].optimizer.scale"), "{err}");
 }
+
+/// Several rewards per task (GDPO's `normalize_then_sum`) and the KL
+/// penalty in the reward: both change the loss of their task only, and
+/// the metrics log each reward and the penalty.
+#[test]
+fn extra_rewards_and_the_kl_in_the_reward_reach_the_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = trainer(dir.path(), 1, 0.0);
+    let (base, _) = plain.gradients().unwrap();
+    let changed = |g: &[cgpo::train::merge::TaskGradient], task: usize| {
+        (0..base[task].grads.len()).any(|i| bits(&base[task].grads[i]) != bits(&g[task].grads[i]))
+    };
+
+    type Edit = fn(&mut RunConfig);
+    let variants: [(&str, Edit); 2] = [
+        ("extra rewards", |cfg| {
+            let rm2 = serde_json::json!({"name": "lexical", "params": {"per_word": -0.3}});
+            cfg.reward_models
+                .insert("rm2".into(), serde_json::from_value(rm2).unwrap());
+            let reward = &mut cfg.tasks[0].reward;
+            reward.extra =
+                vec![
+                    serde_json::from_value(serde_json::json!({"model": "rm2", "weight": 2.0}))
+                        .unwrap(),
+                ];
+            reward.aggregation =
+                serde_json::from_value(serde_json::json!("normalize_then_sum")).unwrap();
+        }),
+        ("kl in the reward", |cfg| {
+            cfg.tasks[0].kl = serde_json::from_value(
+                serde_json::json!({"coef": 0.5, "estimator": "k1", "placement": "reward"}),
+            )
+            .unwrap();
+        }),
+    ];
+    for (what, edit) in variants {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("prompts.jsonl"), PROMPTS).unwrap();
+        let mut cfg = config(dir.path(), 1, 0.0);
+        edit(&mut cfg);
+        let mut t = cfg.trainer(&Registries::default()).unwrap();
+        let (grads, _) = t.gradients().unwrap();
+        assert!(changed(&grads, 0), "{what} had no effect on the loss");
+        assert!(!changed(&grads, 1), "{what} changed the other task");
+        t.run().unwrap();
+        let lines = metrics(&t.metrics_path());
+        let short = lines.iter().find(|m| m["task"] == "short").unwrap();
+        let key = if what == "extra rewards" {
+            assert!(short["rewards"]["rm2"].as_f64().is_some(), "{short}");
+            "combined_reward"
+        } else {
+            "kl_reward_penalty"
+        };
+        assert!(
+            short["loss_stats"][key].as_f64().is_some(),
+            "{what}: {short}"
+        );
+    }
+}

@@ -88,6 +88,8 @@ pub(crate) struct TaskBatch {
     /// Per prompt: the baseline response when it passes every judge
     /// (CRRAFT's fallback), as token ids.
     pub baselines: Vec<Option<Vec<u32>>>,
+    /// Per extra reward model of the task, the raw score of each sample.
+    pub extra_rewards: Vec<Vec<f64>>,
     pub metrics: TaskMetrics,
 }
 
@@ -199,6 +201,7 @@ impl Collector<'_> {
             max_new_tokens: self.decoding.max_new_tokens,
         };
         task.reward.score(&mut samples, Some(&generator))?;
+        let extra = extra_rewards(task, &samples)?;
         timing.reward = t.elapsed().as_secs_f64();
 
         let keep: Vec<usize> = (0..samples.len())
@@ -208,6 +211,15 @@ impl Collector<'_> {
             task, self.step, &samples, &report, &rollouts, kl_coef, timing,
         );
         metrics.used = keep.len();
+        for (e, values) in task.extra_rewards.iter().zip(&extra) {
+            metrics
+                .rewards
+                .insert(e.name.clone(), mean(values.iter().copied()));
+        }
+        let extra_rewards = extra
+            .iter()
+            .map(|v| keep.iter().map(|&i| v[i]).collect())
+            .collect();
         for (sample, judgement) in samples.iter_mut().zip(report.samples) {
             sample.judgement = Some(judgement);
         }
@@ -223,6 +235,7 @@ impl Collector<'_> {
             baselines: vec![None; records.len()],
             rollouts,
             samples,
+            extra_rewards,
             metrics,
         };
         if !batch.rollouts.is_empty() {
@@ -310,6 +323,28 @@ fn metrics_of(
         time_s: timing,
         ..TaskMetrics::default()
     }
+}
+
+/// The raw score of every sample under each of the task's extra reward
+/// models; an error names the task and the model.
+fn extra_rewards(task: &TaskSpec, samples: &[Sample]) -> Result<Vec<Vec<f64>>> {
+    if task.extra_rewards.is_empty() {
+        return Ok(Vec::new());
+    }
+    let views: Vec<_> = samples.iter().map(Sample::view).collect();
+    task.extra_rewards
+        .iter()
+        .map(|e| {
+            let scores = e
+                .model
+                .score(&views)
+                .map_err(|err| crate::error::Error::Reward {
+                    model: format!("{} (task {})", e.name, task.name),
+                    message: err.to_string(),
+                })?;
+            Ok(scores.into_iter().map(f64::from).collect())
+        })
+        .collect()
 }
 
 /// Mean per-token k1 and k3 of the behaviour policy from the reference on

@@ -25,6 +25,9 @@ pub struct TaskMetrics {
     pub used: usize,
     pub reward_raw: f64,
     pub reward_calibrated: f64,
+    /// The mean raw score of each extra reward model of the task.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rewards: BTreeMap<String, f64>,
     /// Fraction of samples every judge passed (y = 1).
     pub pass_rate: f64,
     pub pass_rate_by_judge: BTreeMap<String, f64>,

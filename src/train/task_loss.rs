@@ -9,7 +9,8 @@ use candle_core::{Tensor, D};
 
 use super::experience::TaskBatch;
 use crate::error::Result;
-use crate::kl::{kl_penalty, kl_penalty_full};
+use crate::kl::{kl_penalty, kl_penalty_full, sequence_kl, KlPlacement};
+use crate::optim::advantage::{aggregate_rewards, DEFAULT_ADV_EPS};
 use crate::optim::LossInputs;
 use crate::policy::Policy;
 use crate::rollout::{logprobs_from_logits, response_logits, sequence_logprobs, Rollouts};
@@ -53,6 +54,7 @@ pub(crate) fn task_loss(
     if !token_logp.sum_all()?.to_scalar::<f32>()?.is_finite() {
         return Ok(None);
     }
+    let rewards = rewards_for_loss(task, batch, &token_logp_old, &mask, kl_coef)?;
     let inputs = LossInputs {
         seq_logp: token_logp.sum(D::Minus1)?,
         seq_logp_ref: seq_ref,
@@ -61,8 +63,8 @@ pub(crate) fn task_loss(
         token_logp_old,
         token_logp_ref: batch.ref_logp.clone(),
         mask: mask.clone(),
-        raw: batch.raw(),
-        calibrated: batch.weighted_reward(task.calibrated),
+        raw: rewards.raw,
+        calibrated: rewards.weighted,
         positive: batch.positive(),
         group: groups,
         lengths: ro.responses.iter().map(Vec::len).collect(),
@@ -73,8 +75,9 @@ pub(crate) fn task_loss(
     let out = task.loss.loss(&inputs)?;
     let mut stats: BTreeMap<String, f64> =
         out.stats.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    stats.extend(rewards.stats);
     let coef = kl_coef;
-    let loss = if coef > 0.0 {
+    let loss = if coef > 0.0 && task.kl.placement == KlPlacement::Loss {
         let penalty = match (&policy_logits, &batch.ref_logits) {
             (Some(p), Some(q)) => kl_penalty_full(p, q, &mask.flatten_all()?)?,
             _ => kl_penalty(&token_logp, &batch.ref_logp, &mask, task.kl.estimator)?,
@@ -85,6 +88,68 @@ pub(crate) fn task_loss(
         out.loss
     };
     Ok(Some((loss, stats)))
+}
+
+/// The rewards a task's loss sees, and what to log about them.
+struct LossRewards {
+    raw: Vec<f64>,
+    weighted: Vec<f64>,
+    stats: Vec<(String, f64)>,
+}
+
+/// The raw and the weighted (calibrated, or raw) reward of each sample as
+/// the loss sees them: with extra reward models, each combined with them
+/// by the task's aggregation (docs/algorithm.md §8); with the KL penalty
+/// in the reward, less `coef * Σ_t KL_t` of the behaviour policy.
+fn rewards_for_loss(
+    task: &TaskSpec,
+    batch: &TaskBatch,
+    token_logp_old: &Tensor,
+    mask: &Tensor,
+    kl_coef: f64,
+) -> Result<LossRewards> {
+    let mut raw = batch.raw();
+    let mut weighted = batch.weighted_reward(task.calibrated);
+    let mut stats = Vec::new();
+    if !task.single_reward() {
+        let group = &batch.rollouts.prompt_index;
+        let weights: Vec<f64> = std::iter::once(task.reward_weight)
+            .chain(task.extra_rewards.iter().map(|e| e.weight))
+            .collect();
+        let combine = |main: Vec<f64>| {
+            let components: Vec<Vec<f64>> = std::iter::once(main)
+                .chain(batch.extra_rewards.iter().cloned())
+                .collect();
+            aggregate_rewards(
+                task.reward_aggregation,
+                &components,
+                &weights,
+                group,
+                DEFAULT_ADV_EPS,
+            )
+        };
+        raw = combine(raw);
+        weighted = combine(weighted);
+        stats.push(("combined_reward".to_string(), mean(&weighted)));
+    }
+    if task.kl.placement == KlPlacement::Reward && kl_coef > 0.0 && !raw.is_empty() {
+        let kl = sequence_kl(token_logp_old, &batch.ref_logp, mask, task.kl.estimator)?;
+        let penalty: Vec<f64> = kl.iter().map(|k| kl_coef * k).collect();
+        for ((r, w), p) in raw.iter_mut().zip(weighted.iter_mut()).zip(&penalty) {
+            *r -= p;
+            *w -= p;
+        }
+        stats.push(("kl_reward_penalty".to_string(), mean(&penalty)));
+    }
+    Ok(LossRewards {
+        raw,
+        weighted,
+        stats,
+    })
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
 /// Per prompt of the batch, Σ log pi_theta of its passing baseline.
