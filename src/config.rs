@@ -745,6 +745,51 @@ mod build_tests {
     }
 
     #[test]
+    fn extra_rewards_and_the_kl_placement_from_a_config() {
+        let c = config(json!([
+            {"name": "a", "reward": {"model": "rm", "weight": 0.5, "aggregation": "normalize_then_sum",
+                                     "extra": [{"model": "rm", "weight": 2.0}]},
+             "optimizer": {"name": "grpo"}, "kl": {"coef": 0.1, "estimator": "low_var_kl", "placement": "reward"}}
+        ]));
+        let tasks = build(&c).unwrap();
+        let t = &tasks[0];
+        assert_eq!((t.reward_weight, t.extra_rewards.len()), (0.5, 1));
+        assert_eq!(t.extra_rewards[0].weight, 2.0);
+        assert_eq!(
+            t.reward_aggregation,
+            crate::optim::advantage::RewardAggregation::NormalizeThenSum
+        );
+        assert_eq!(
+            (t.kl.placement, t.kl.estimator),
+            (KlPlacement::Reward, KlEstimator::K3)
+        );
+        assert_eq!(t.loss.name(), "grpo");
+
+        let c = config(json!([
+            {"name": "a", "reward": {"model": "rm", "extra": [{"model": "rm9"}]}, "optimizer": {"name": "crpg"}}
+        ]));
+        let msg = build_err(&c);
+        assert!(
+            msg.contains("tasks[0].reward.extra[0].model") && msg.contains("rm9"),
+            "{msg}"
+        );
+        let msg = RunConfig::from_json(
+            &json!({"reward_models": {}, "tasks": [{"name": "a", "reward": {"model": "rm"}, "optimizer": {"name": "crpg"},
+                    "kl": {"coef": 0.1, "estimator": "full", "placement": "reward"}}]}).to_string(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("tasks[0].kl.estimator"), "{msg}");
+        let err = RunConfig::from_json(
+            &json!({"reward_models": {}, "tasks": [{"name": "a", "reward": {"model": "rm", "extra": [{"modl": "x"}]},
+                    "optimizer": {"name": "crpg"}}]}).to_string(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("modl"), "{err}");
+    }
+
+    #[test]
     fn tasks_share_a_reward_model_but_not_settings() {
         let c = config(json!([
             {"name": "a", "weight": 0.25, "reward": {"model": "rm"}, "optimizer": {"name": "crpg"}, "batch_size": 3},

@@ -156,19 +156,19 @@ impl TaskSpec {
     /// Checks the settings the types do not; errors name `key` (the
     /// task's config path, e.g. `tasks[1]`).
     pub fn validate(&self, key: &str) -> Result<()> {
-        check_config(
-            format!("{key}.reward.weight"),
-            self.reward_weight,
-            "finite",
-            |_| true,
-        )?;
-        for (k, extra) in self.extra_rewards.iter().enumerate() {
-            check_config(
-                format!("{key}.reward.extra[{k}].weight"),
-                extra.weight,
-                "finite",
-                |_| true,
-            )?;
+        let weights = std::iter::once(("reward.weight".to_string(), self.reward_weight)).chain(
+            self.extra_rewards
+                .iter()
+                .enumerate()
+                .map(|(k, e)| (format!("reward.extra[{k}].weight"), e.weight)),
+        );
+        for (field, w) in weights {
+            if !w.is_finite() {
+                return Err(Error::config(
+                    format!("{key}.{field}"),
+                    format!("must be finite, got {w}"),
+                ));
+            }
         }
         check_settings(
             key,
