@@ -200,6 +200,8 @@ def main():
     scores[6] = 0.7  # the lone sample
 
     adv_cases = [
+        ("CGPO's CRPG batch baseline (the paper's formula; no peer)", "batch", 1e-6,
+         scores - scores.mean()),
         ("verl grpo, eps 1e-6", "grpo", 1e-6, verl_grpo(scores, index, 1e-6)),
         ("verl grpo without std (Dr. GRPO)", "dr_grpo", 1e-6, verl_grpo(scores, index, 1e-6, False)),
         ("verl rloo", "rloo", 1e-6, verl_rloo(scores, index)),
@@ -299,6 +301,30 @@ def main():
     kl = [{"estimator": m, "logp": vec(lp), "ref": vec(lq), "expected": vec(verl_kl(lp, lq, m))}
           for m in ["k1", "k2", "k3", "abs"]]
 
+    # The exact KL over the vocabulary from two logits rows (verl's `full`
+    # raises NotImplementedError; this is the definition), with its gradient
+    # w.r.t. the policy's logits.
+    zp = rand(5, 7, scale=2.0).requires_grad_(True)
+    zq = rand(5, 7, scale=2.0)
+    lp_full, lq_full = torch.log_softmax(zp, -1), torch.log_softmax(zq, -1)
+    kl_rows = (lp_full.exp() * (lp_full - lq_full)).sum(-1)
+    kl_rows.sum().backward()
+    kl_full = {"policy_logits": rows(zp.detach()), "ref_logits": rows(zq),
+               "expected": vec(kl_rows.detach()), "grad": rows(zp.grad)}
+
+    # TRL's KL term: beta * k3 per token added to the loss, aggregated as
+    # loss_type="bnpo" (token mean), with its gradient.
+    ref_loss = (logp0 + rand(n, width, scale=0.4)) * mask
+    kl_loss = []
+    for mode in ["k1", "k2", "k3", "abs"]:
+        logp = logp0.clone().requires_grad_(True)
+        term = 0.04 * aggregate(verl_kl(logp, ref_loss, mode), mask, "token_mean")
+        term.backward()
+        kl_loss.append({"name": f"{mode} per token, token mean, beta 0.04", "estimator": mode,
+                        "coef": 0.04, "logp": rows(logp0), "ref": rows(ref_loss),
+                        "lengths": lengths, "loss": float(term.detach()),
+                        "grad": rows(logp.grad * mask)})
+
     # verl apply_kl_penalty (use_kl_in_reward): token rewards - beta * kl(old, ref),
     # summed to the outcome score, then GRPO.
     ref = (old + rand(n, width, scale=0.2)) * mask
@@ -320,6 +346,8 @@ def main():
         "reward_aggregation": aggregation,
         "policy_losses": losses,
         "kl": kl,
+        "kl_full": kl_full,
+        "kl_in_loss": kl_loss,
         "kl_in_reward": kl_reward,
     }
     print(json.dumps(out, indent=1))

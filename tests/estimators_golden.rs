@@ -5,8 +5,8 @@
 //! 1e-6.
 
 use candle_core::{DType, Device, Tensor, Var};
-use cgpo::kl::{sequence_kl, KlEstimator};
-use cgpo::ops::kl_estimate;
+use cgpo::kl::{kl_penalty, sequence_kl, KlEstimator};
+use cgpo::ops::{kl_estimate, token_kl};
 use cgpo::optim::advantage::{
     advantages, aggregate_rewards, informative, Advantage, RewardAggregation,
 };
@@ -276,4 +276,79 @@ fn kl_in_the_reward_matches_verl() {
         let got = advantages(Advantage::Grpo, &penalized, &c.group, &c.lengths, 1e-6);
         assert_close(&c.name, &got, &c.expected);
     }
+}
+
+#[derive(Deserialize)]
+struct KlFullCase {
+    policy_logits: Vec<Vec<f64>>,
+    ref_logits: Vec<Vec<f64>>,
+    expected: Vec<f64>,
+    grad: Vec<Vec<f64>>,
+}
+
+#[test]
+fn the_exact_kl_and_its_gradient_match_the_definition() {
+    let c: KlFullCase = serde_json::from_value(golden()["kl_full"].clone()).unwrap();
+    let zp = Var::from_tensor(&matrix(&c.policy_logits)).unwrap();
+    let kl = token_kl(zp.as_tensor(), &matrix(&c.ref_logits), None).unwrap();
+    let got: Vec<f64> = kl
+        .to_vec1::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    assert_close("full KL", &got, &c.expected);
+    let grads = kl.sum_all().unwrap().backward().unwrap();
+    let grad = flat(grads.get(&zp).unwrap());
+    let want: Vec<f64> = c.grad.iter().flatten().copied().collect();
+    assert_close("full KL (gradient)", &grad, &want);
+}
+
+#[derive(Deserialize)]
+struct KlLossCase {
+    name: String,
+    estimator: String,
+    coef: f64,
+    logp: Vec<Vec<f64>>,
+    #[serde(rename = "ref")]
+    reference: Vec<Vec<f64>>,
+    lengths: Vec<usize>,
+    loss: f64,
+    grad: Vec<Vec<f64>>,
+}
+
+#[test]
+fn the_kl_in_the_loss_matches_trl_in_value_and_gradient() {
+    for c in cases::<KlLossCase>("kl_in_loss") {
+        let mask = mask_of(&c.lengths, c.logp[0].len());
+        let var = Var::from_tensor(&matrix(&c.logp)).unwrap();
+        let logp = (var.as_tensor() * &mask).unwrap();
+        let est: KlEstimator = parse(&c.estimator);
+        let penalty =
+            (kl_penalty(&logp, &matrix(&c.reference), &mask, est).unwrap() * c.coef).unwrap();
+        let got = f64::from(penalty.to_scalar::<f32>().unwrap());
+        assert!(
+            (got - c.loss).abs() <= TOL,
+            "{}: {got} vs {}",
+            c.name,
+            c.loss
+        );
+        let grads = penalty.backward().unwrap();
+        let want: Vec<f64> = c.grad.iter().flatten().copied().collect();
+        assert_close(
+            &format!("{} (gradient)", c.name),
+            &flat(grads.get(&var).unwrap()),
+            &want,
+        );
+    }
+}
+
+fn flat(t: &Tensor) -> Vec<f64> {
+    t.flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect()
 }
