@@ -23,7 +23,7 @@
 
 use super::advantage::{advantages as estimate, Advantage, DEFAULT_ADV_EPS};
 use super::loss::{Settings, TaskLoss};
-use super::objective::{estimate_and_loss, Aggregation, ImportanceSampling, PgSettings};
+use super::objective::{loss_of_advantages, Aggregation, ImportanceSampling, PgSettings};
 use super::{mean, LossInputs, LossOutput};
 use crate::error::check_config;
 use crate::error::Result;
@@ -152,15 +152,14 @@ pub fn crpg_loss(inputs: &LossInputs, settings: &Crpg) -> Result<LossOutput> {
         settings.adv_eps,
     );
     let mut stats = stats(inputs, settings.kl_max, &rewards, &adv);
-    let (loss, more) = estimate_and_loss(
+    let (loss, more) = loss_of_advantages(
         inputs,
         &rewards,
-        settings.advantage,
-        settings.adv_eps,
+        &adv,
         settings.dynamic_sampling,
         &settings.settings().objective(),
     )?;
-    stats.extend(more.into_iter().filter(|(k, _)| *k != "mean_abs_advantage"));
+    stats.extend(more);
     Ok(LossOutput { loss, stats })
 }
 

@@ -28,7 +28,7 @@
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::advantage::{advantages, informative, zero_variance_groups, Advantage};
+use super::advantage::{informative, zero_variance_groups};
 use super::{host_tensor, LossInputs};
 use crate::error::Result;
 
@@ -249,37 +249,29 @@ impl PgSettings {
     }
 }
 
-/// The advantages of `rewards` under `advantage` and the objective's loss:
-/// what [`super::Pg`] and [`super::Crpg`] do after choosing their rewards.
-/// Logs `zero_variance_groups` (prompts whose rewards are all equal, which
-/// a group estimator gives no signal), `groups_dropped` with dynamic
-/// sampling, `mean_abs_advantage` and the objective's statistics.
-pub(crate) fn estimate_and_loss(
+/// The objective's loss with advantages `adv` of `rewards`: what
+/// [`super::Pg`] and [`super::Crpg`] do after choosing their rewards and
+/// estimating. Logs `zero_variance_groups` (prompts whose rewards are all
+/// equal, which a group estimator gives no signal), `groups_dropped` with
+/// dynamic sampling, and the objective's statistics.
+pub(crate) fn loss_of_advantages(
     inputs: &LossInputs,
     rewards: &[f64],
-    advantage: Advantage,
-    adv_eps: f64,
+    adv: &[f64],
     dynamic_sampling: bool,
     obj: &Objective,
 ) -> Result<(Tensor, Vec<(&'static str, f64)>)> {
-    let adv = advantages(advantage, rewards, &inputs.group, &inputs.lengths, adv_eps);
     let flat_groups = zero_variance_groups(rewards, &inputs.group);
     let keep = if dynamic_sampling {
         informative(rewards, &inputs.group)
     } else {
         vec![true; inputs.len()]
     };
-    let mut stats = vec![
-        (
-            "mean_abs_advantage",
-            super::mean(adv.iter().map(|a| a.abs())),
-        ),
-        ("zero_variance_groups", flat_groups as f64),
-    ];
+    let mut stats = vec![("zero_variance_groups", flat_groups as f64)];
     if dynamic_sampling {
         stats.push(("groups_dropped", flat_groups as f64));
     }
-    let (loss, more) = policy_loss(inputs, &adv, &keep, obj)?;
+    let (loss, more) = policy_loss(inputs, adv, &keep, obj)?;
     stats.extend(more);
     Ok((loss, stats))
 }
@@ -288,7 +280,7 @@ pub(crate) fn estimate_and_loss(
 mod tests {
     use super::*;
     use crate::optim::testutil::{check_gradient, value, Case, Tiny};
-    use crate::optim::{Crpg, Pg, TaskLoss};
+    use crate::optim::{Advantage, Crpg, Pg, TaskLoss};
     use candle_core::Device;
 
     fn objective(

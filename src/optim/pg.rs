@@ -27,9 +27,9 @@
 //! assert!(Pg::preset("ppo2").is_none());
 //! ```
 
-use super::advantage::{Advantage, DEFAULT_ADV_EPS};
+use super::advantage::{advantages, Advantage, DEFAULT_ADV_EPS};
 use super::loss::{Settings, TaskLoss};
-use super::objective::{estimate_and_loss, Aggregation, ImportanceSampling, PgSettings};
+use super::objective::{loss_of_advantages, Aggregation, ImportanceSampling, PgSettings};
 use super::{mean, LossInputs, LossOutput};
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
@@ -222,17 +222,24 @@ pub fn pg_rewards(inputs: &LossInputs, reward: RewardKind) -> &[f64] {
 pub fn pg_loss(inputs: &LossInputs, settings: &Pg) -> Result<LossOutput> {
     inputs.validate()?;
     let rewards = pg_rewards(inputs, settings.reward);
-    let (loss, more) = estimate_and_loss(
+    let adv = advantages(
+        settings.advantage,
+        rewards,
+        &inputs.group,
+        &inputs.lengths,
+        settings.adv_eps,
+    );
+    let (loss, more) = loss_of_advantages(
         inputs,
         rewards,
-        settings.advantage,
-        settings.adv_eps,
+        &adv,
         settings.dynamic_sampling,
         &settings.settings().objective(),
     )?;
     let mut stats = vec![
         ("samples", inputs.len() as f64),
         ("mean_reward", mean(rewards.iter().copied())),
+        ("mean_abs_advantage", mean(adv.iter().map(|a| a.abs()))),
     ];
     stats.extend(more);
     Ok(LossOutput { loss, stats })
