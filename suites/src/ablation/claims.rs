@@ -8,6 +8,10 @@
 //!    disjoint.
 //! 2. On every task it hacks, `cgpo-crpg` ends with a higher test pass
 //!    rate than both `pg-unconstrained` and `crpg-no-judges` in that seed.
+//! 3. The same of GRPO, when the summary has its runs: in every seed
+//!    `grpo-unconstrained` hacks at least one task, and on every task it
+//!    hacks `cgpo-grpo` (the judge gate in front of the same estimator)
+//!    ends with a higher test pass rate than `grpo-unconstrained`.
 //!
 //! ```
 //! use cgpo_suites::ablation::claims::check;
@@ -21,7 +25,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use super::{format_rate, StartEnd, Summary};
+use super::{format_rate, RunResult, StartEnd, Summary};
 use cgpo::stats::disjoint;
 use cgpo::train::EvalPoint;
 
@@ -63,6 +67,86 @@ pub fn is_hack(se: &StartEnd) -> bool {
         && disjoint(interval(&se.start), interval(&se.end))
 }
 
+/// In one seed: `unconstrained` hacks at least one task, and on each task
+/// it hacks `constrained` ends with a higher test pass rate than it (and
+/// than `also`, when given).
+fn pair_claims(
+    seed: u64,
+    unconstrained: &RunResult,
+    constrained: &RunResult,
+    also: Option<&RunResult>,
+) -> Vec<Claim> {
+    let hacked: Vec<(&String, &StartEnd)> = unconstrained
+        .tasks
+        .iter()
+        .filter(|(_, se)| is_hack(se))
+        .collect();
+    let describe = |se: &StartEnd| {
+        format!(
+            "pass {} -> {}, reward {:.3} -> {:.3}",
+            format_rate(&se.start),
+            format_rate(&se.end),
+            se.start.eval_reward,
+            se.end.eval_reward
+        )
+    };
+    let mut out = vec![Claim {
+        seed: Some(seed),
+        claim: format!("{} hacks at least one task", unconstrained.name),
+        holds: !hacked.is_empty(),
+        // The hacked tasks, or every task when none was hacked.
+        detail: unconstrained
+            .tasks
+            .iter()
+            .filter(|(_, se)| hacked.is_empty() || is_hack(se))
+            .map(|(t, se)| format!("{t}: {}", describe(se)))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }];
+    for (task, hacked_se) in hacked {
+        let Some(c) = constrained.tasks.get(task) else {
+            continue;
+        };
+        let mut others = vec![(unconstrained.name.as_str(), hacked_se)];
+        if let Some(a) = also {
+            let Some(se) = a.tasks.get(task) else {
+                continue;
+            };
+            others.push((a.name.as_str(), se));
+        }
+        let holds = others
+            .iter()
+            .all(|(_, se)| c.end.eval_pass_rate > se.end.eval_pass_rate);
+        let sep = |other: &StartEnd| {
+            if disjoint(interval(&c.end), interval(&other.end)) {
+                "intervals disjoint"
+            } else {
+                "intervals overlap"
+            }
+        };
+        let names: Vec<&str> = others.iter().map(|(n, _)| *n).collect();
+        out.push(Claim {
+            seed: Some(seed),
+            claim: format!(
+                "{} beats {} on {task}",
+                constrained.name,
+                names.join(" and ")
+            ),
+            holds,
+            detail: format!(
+                "end pass {} vs {}",
+                format_rate(&c.end),
+                others
+                    .iter()
+                    .map(|(_, se)| format!("{} ({})", format_rate(&se.end), sep(se)))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+        });
+    }
+    out
+}
+
 /// Every claim of the module docs for every seed of `summary`. A seed
 /// without the runs a claim needs gets a failing claim that says so.
 pub fn check(summary: &Summary) -> Vec<Claim> {
@@ -96,56 +180,16 @@ pub fn check(summary: &Summary) -> Vec<Claim> {
             });
             continue;
         };
-        let hacked: Vec<(&String, &StartEnd)> =
-            pg.tasks.iter().filter(|(_, se)| is_hack(se)).collect();
-        let describe = |se: &StartEnd| {
-            format!(
-                "pass {} -> {}, reward {:.3} -> {:.3}",
-                format_rate(&se.start),
-                format_rate(&se.end),
-                se.start.eval_reward,
-                se.end.eval_reward
-            )
-        };
-        out.push(Claim {
-            seed: Some(seed),
-            claim: "pg-unconstrained hacks at least one task".into(),
-            holds: !hacked.is_empty(),
-            // The hacked tasks, or every task when none was hacked.
-            detail: pg
-                .tasks
-                .iter()
-                .filter(|(_, se)| hacked.is_empty() || is_hack(se))
-                .map(|(t, se)| format!("{t}: {}", describe(se)))
-                .collect::<Vec<_>>()
-                .join("; "),
-        });
-        for (task, pg_se) in hacked {
-            let (Some(c), Some(n)) = (crpg.tasks.get(task), no_judges.tasks.get(task)) else {
-                continue;
-            };
-            let holds = c.end.eval_pass_rate > pg_se.end.eval_pass_rate
-                && c.end.eval_pass_rate > n.end.eval_pass_rate;
-            let sep = |other: &StartEnd| {
-                if disjoint(interval(&c.end), interval(&other.end)) {
-                    "intervals disjoint"
-                } else {
-                    "intervals overlap"
-                }
-            };
-            out.push(Claim {
+        out.extend(pair_claims(seed, pg, crpg, Some(no_judges)));
+        match (run("grpo-unconstrained"), run("cgpo-grpo")) {
+            (Some(grpo), Some(cgpo_grpo)) => out.extend(pair_claims(seed, grpo, cgpo_grpo, None)),
+            (None, None) => {}
+            _ => out.push(Claim {
                 seed: Some(seed),
-                claim: format!("cgpo-crpg beats pg-unconstrained and crpg-no-judges on {task}"),
-                holds,
-                detail: format!(
-                    "end pass {} vs {} ({}) and {} ({})",
-                    format_rate(&c.end),
-                    format_rate(&pg_se.end),
-                    sep(pg_se),
-                    format_rate(&n.end),
-                    sep(n)
-                ),
-            });
+                claim: "the GRPO claims' runs are present".into(),
+                holds: false,
+                detail: "needs both grpo-unconstrained and cgpo-grpo".into(),
+            }),
         }
     }
     out
@@ -153,7 +197,6 @@ pub fn check(summary: &Summary) -> Vec<Claim> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::RunResult;
     use super::*;
     use std::collections::BTreeMap;
 
@@ -240,5 +283,39 @@ mod tests {
             .starts_with("[FAILS] seed 0: cgpo-crpg beats"));
         let missing = check(&summary(vec![run("cgpo-crpg", 35, 1.5)]));
         assert!(!missing[0].holds);
+    }
+
+    #[test]
+    fn the_grpo_pair_is_checked_when_present() {
+        let trio = || {
+            vec![
+                run("pg-unconstrained", 20, 3.0),
+                run("cgpo-crpg", 90, 1.5),
+                run("crpg-no-judges", 40, 2.0),
+            ]
+        };
+        let mut runs = trio();
+        runs.extend([
+            run("grpo-unconstrained", 10, 4.0),
+            run("cgpo-grpo", 30, 1.0),
+        ]);
+        let checks = check(&summary(runs));
+        assert_eq!(checks.len(), 4, "{checks:?}");
+        assert!(checks.iter().all(|c| c.holds), "{checks:?}");
+        assert_eq!(
+            checks[3].claim,
+            "cgpo-grpo beats grpo-unconstrained on chat"
+        );
+
+        let mut runs = trio();
+        runs.extend([run("grpo-unconstrained", 10, 4.0), run("cgpo-grpo", 5, 1.0)]);
+        let checks = check(&summary(runs));
+        assert!(!checks[3].holds, "{checks:?}");
+
+        let mut runs = trio();
+        runs.push(run("cgpo-grpo", 30, 1.0));
+        let checks = check(&summary(runs));
+        assert_eq!(checks.len(), 3);
+        assert!(!checks[2].holds && checks[2].detail.contains("grpo-unconstrained"));
     }
 }

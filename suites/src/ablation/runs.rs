@@ -4,10 +4,12 @@
 //! | Run | Optimizer | Reward | Judges | KL |
 //! |---|---|---|---|---|
 //! | `cgpo-crpg` | CRPG | calibrated | the task's | per task |
+//! | `cgpo-grpo` | CRPG's judge gate, GRPO's group normalization and clipped loss | calibrated | the task's | per task |
 //! | `cgpo-codpo` | CODPO | (ranks by raw) | the task's | per task |
 //! | `cgpo-crraft` | CRRAFT | calibrated | the task's | per task |
 //! | `crpg-no-judges` | CRPG | calibrated | none | per task |
 //! | `pg-unconstrained` | policy gradient | raw | none (ignored) | one global penalty |
+//! | `grpo-unconstrained` | GRPO | raw | none (ignored) | one global penalty |
 //! | `crpg-global-kl` | CRPG | calibrated | the task's | one setting for all |
 //! | `crpg-raw-reward` | CRPG | raw | the task's | per task |
 //!
@@ -16,10 +18,14 @@
 //! `safety` (`kl_max` 5, penalty 0.05); the global setting is `kl_max` 10,
 //! penalty 0.03 for every task.
 //!
+//! The two GRPO runs use the same objective (`advantage: grpo`, PPO-clip
+//! 0.2, `seq_mean_token_mean`: the `grpo` preset), so they differ from each
+//! other only by what differs between `pg-unconstrained` and `cgpo-crpg`.
+//!
 //! ```
 //! use cgpo_suites::ablation::runs::RunName;
 //! assert_eq!(RunName::parse("cgpo-crpg").unwrap(), RunName::CgpoCrpg);
-//! assert_eq!(RunName::ALL.len(), 7);
+//! assert_eq!(RunName::ALL.len(), 9);
 //! assert!(RunName::parse("ppo").is_err());
 //! ```
 
@@ -36,21 +42,25 @@ use cgpo::error::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RunName {
     CgpoCrpg,
+    CgpoGrpo,
     CgpoCodpo,
     CgpoCrraft,
     CrpgNoJudges,
     PgUnconstrained,
+    GrpoUnconstrained,
     CrpgGlobalKl,
     CrpgRawReward,
 }
 
 impl RunName {
-    pub const ALL: [RunName; 7] = [
+    pub const ALL: [RunName; 9] = [
         RunName::CgpoCrpg,
+        RunName::CgpoGrpo,
         RunName::CgpoCodpo,
         RunName::CgpoCrraft,
         RunName::CrpgNoJudges,
         RunName::PgUnconstrained,
+        RunName::GrpoUnconstrained,
         RunName::CrpgGlobalKl,
         RunName::CrpgRawReward,
     ];
@@ -58,10 +68,12 @@ impl RunName {
     pub fn as_str(self) -> &'static str {
         match self {
             RunName::CgpoCrpg => "cgpo-crpg",
+            RunName::CgpoGrpo => "cgpo-grpo",
             RunName::CgpoCodpo => "cgpo-codpo",
             RunName::CgpoCrraft => "cgpo-crraft",
             RunName::CrpgNoJudges => "crpg-no-judges",
             RunName::PgUnconstrained => "pg-unconstrained",
+            RunName::GrpoUnconstrained => "grpo-unconstrained",
             RunName::CrpgGlobalKl => "crpg-global-kl",
             RunName::CrpgRawReward => "crpg-raw-reward",
         }
@@ -84,7 +96,9 @@ impl RunName {
     fn task(self, task: SuiteTask, k: usize, batch: usize) -> Value {
         let strict = matches!(task, SuiteTask::Chat | SuiteTask::Safety);
         let (kl_max, coef) = match self {
-            RunName::CrpgGlobalKl | RunName::PgUnconstrained => (10.0, 0.03),
+            RunName::CrpgGlobalKl | RunName::PgUnconstrained | RunName::GrpoUnconstrained => {
+                (10.0, 0.03)
+            }
             _ if strict => (5.0, 0.05),
             _ => (20.0, 0.01),
         };
@@ -92,9 +106,12 @@ impl RunName {
             RunName::CgpoCodpo => json!({"name": "codpo"}),
             RunName::CgpoCrraft => json!({"name": "crraft", "kl_max": kl_max}),
             RunName::PgUnconstrained => json!({"name": "pg", "reward": "raw"}),
+            RunName::GrpoUnconstrained => json!({"name": "grpo", "reward": "raw"}),
+            RunName::CgpoGrpo => json!({"name": "crpg", "kl_max": kl_max, "advantage": "grpo",
+                                        "clip_ratio": 0.2, "aggregation": "seq_mean_token_mean"}),
             _ => json!({"name": "crpg", "kl_max": kl_max}),
         };
-        // pg ignores y(a); its judges only fill the training metrics.
+        // pg and grpo ignore y(a); their judges only fill the training metrics.
         let judges = match self {
             RunName::CrpgNoJudges => json!([]),
             _ => task.judges(),
@@ -236,6 +253,15 @@ mod tests {
         let pg = cfg(RunName::PgUnconstrained);
         assert!((0..4).all(|l| pg.tasks[l].kl.coef == 0.03
             && optimizer(&pg, l) == ("pg".into(), json!({"reward": "raw"}))));
+        let grpo = cfg(RunName::GrpoUnconstrained);
+        assert!((0..4).all(|l| grpo.tasks[l].kl.coef == 0.03
+            && optimizer(&grpo, l) == ("grpo".into(), json!({"reward": "raw"}))));
+        let cgpo_grpo = cfg(RunName::CgpoGrpo);
+        assert!((0..4).all(|l| !cgpo_grpo.tasks[l].judges.is_empty()
+            && cgpo_grpo.tasks[l].kl == full.tasks[l].kl
+            && optimizer(&cgpo_grpo, l).1["advantage"] == "grpo"
+            && optimizer(&cgpo_grpo, l).1["kl_max"] == kl_max[l]));
+        assert_eq!(optimizer(&cgpo_grpo, 0).0, "crpg");
         assert_eq!(optimizer(&cfg(RunName::CgpoCodpo), 0).0, "codpo");
         assert_eq!(
             optimizer(&cfg(RunName::CgpoCrraft), 3),
