@@ -14,6 +14,7 @@
 //! cargo run --release --example ablation -- --runs cgpo-crpg,pg-unconstrained --steps 100
 //! cargo run --release --example ablation -- --seeds 3 --check
 //! cargo run --release --example ablation -- --quick
+//! cargo run --release --example ablation -- --from-summary runs/ablation/summary.json --check
 //! ```
 
 use std::path::PathBuf;
@@ -29,9 +30,9 @@ mod plots;
 #[derive(Parser)]
 #[command(about = "CGPO ablations on the built-in multi-task suite")]
 struct Args {
-    /// Runs, comma-separated (default: all): cgpo-crpg, cgpo-codpo,
-    /// cgpo-crraft, crpg-no-judges, pg-unconstrained, crpg-global-kl,
-    /// crpg-raw-reward.
+    /// Runs, comma-separated (default: all): cgpo-crpg, cgpo-grpo,
+    /// cgpo-codpo, cgpo-crraft, crpg-no-judges, pg-unconstrained,
+    /// grpo-unconstrained, crpg-global-kl, crpg-raw-reward.
     #[arg(long, value_delimiter = ',')]
     runs: Vec<String>,
     /// Number of seeds (0, 1, ...).
@@ -54,6 +55,17 @@ struct Args {
     /// scores the test prompts (for choosing settings; docs/evaluation.md).
     #[arg(long, default_value = "test")]
     split: String,
+    /// Train nothing: report (tables, plots, --check) the summary.json of
+    /// an earlier invocation.
+    #[arg(long)]
+    from_summary: Option<PathBuf>,
+}
+
+/// The summary an earlier invocation wrote.
+fn read_summary(path: &std::path::Path) -> Result<Summary, cgpo::Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| cgpo::Error::io(path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| usage("--from-summary", &format!("{}: {e}", path.display())))
 }
 
 fn usage(key: &str, message: &str) -> cgpo::Error {
@@ -150,7 +162,11 @@ fn main() -> ExitCode {
         }
     };
     let t0 = Instant::now();
-    let summary = match run_ablation(&opts) {
+    let summary = match &args.from_summary {
+        Some(path) => read_summary(path),
+        None => run_ablation(&opts),
+    };
+    let summary = match summary {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
