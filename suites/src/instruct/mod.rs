@@ -177,7 +177,7 @@ pub fn run_config(opts: &InstructOptions, train_prompts: &Path, out: &Path) -> R
         .optimizers
         .iter()
         .map(|name| match name.as_str() {
-            "crpg" => Ok(json!({"name": "crpg", "kl_max": opts.kl_max, "baseline": "per_prompt"})),
+            "crpg" => Ok(json!({"name": "crpg", "kl_max": opts.kl_max, "advantage": "per_prompt"})),
             "crraft" => Ok(json!({"name": "crraft", "kl_max": opts.kl_max})),
             "codpo" => Ok(json!({"name": "codpo"})),
             other => Err(Error::config(
