@@ -124,9 +124,12 @@ impl TaskSpec {
         self
     }
 
-    /// Whether the loss sees one reward model's value unchanged.
+    /// Whether the loss sees one reward model's value unchanged (with one
+    /// reward, `normalize_then_sum` still normalizes it within its group).
     pub fn single_reward(&self) -> bool {
-        self.extra_rewards.is_empty() && self.reward_weight == 1.0
+        self.extra_rewards.is_empty()
+            && self.reward_weight == 1.0
+            && self.reward_aggregation == RewardAggregation::Sum
     }
 
     /// rho_l, the weight of this task's gradient in the merge.

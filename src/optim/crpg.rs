@@ -57,7 +57,10 @@ pub struct Crpg {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub norm_constant: Option<f64>,
     pub dynamic_sampling: bool,
-    pub adv_eps: f64,
+    /// The eps of `grpo`'s and `batch_normalized`'s std division
+    /// (default 1e-6, verl's; TRL uses 1e-4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adv_eps: Option<f64>,
     pub epochs: usize,
 }
 
@@ -74,7 +77,7 @@ impl Default for Crpg {
             aggregation: None,
             norm_constant: None,
             dynamic_sampling: false,
-            adv_eps: DEFAULT_ADV_EPS,
+            adv_eps: None,
             epochs: 1,
         }
     }
@@ -89,6 +92,7 @@ impl Crpg {
             importance_sampling: self.importance_sampling,
             aggregation: self.aggregation,
             norm_constant: self.norm_constant,
+            advantage: self.advantage,
             adv_eps: self.adv_eps,
             epochs: self.epochs,
         }
@@ -149,7 +153,7 @@ pub fn crpg_loss(inputs: &LossInputs, settings: &Crpg) -> Result<LossOutput> {
         &rewards,
         &inputs.group,
         &inputs.lengths,
-        settings.adv_eps,
+        settings.adv_eps.unwrap_or(DEFAULT_ADV_EPS),
     );
     let mut stats = stats(inputs, settings.kl_max, &rewards, &adv);
     let (loss, more) = loss_of_advantages(

@@ -28,7 +28,7 @@
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::advantage::{informative, zero_variance_groups};
+use super::advantage::{informative, zero_variance_groups, Advantage};
 use super::{host_tensor, LossInputs};
 use crate::error::Result;
 
@@ -178,7 +178,8 @@ pub(crate) struct PgSettings {
     pub importance_sampling: ImportanceSampling,
     pub aggregation: Option<Aggregation>,
     pub norm_constant: Option<f64>,
-    pub adv_eps: f64,
+    pub advantage: Advantage,
+    pub adv_eps: Option<f64>,
     pub epochs: usize,
 }
 
@@ -219,7 +220,15 @@ impl PgSettings {
                 ));
             }
         }
-        check_config("adv_eps", self.adv_eps, ">= 0", |v| v >= 0.0)?;
+        if let Some(eps) = self.adv_eps {
+            check_config("adv_eps", eps, ">= 0", |v| v >= 0.0)?;
+            if !matches!(self.advantage, Advantage::Grpo | Advantage::BatchNormalized) {
+                return Err(Error::config(
+                    "adv_eps",
+                    "only `advantage: grpo` and `batch_normalized` divide by a std",
+                ));
+            }
+        }
         if self.epochs == 0 {
             return Err(Error::config("epochs", "must be >= 1"));
         }
@@ -448,6 +457,13 @@ mod tests {
             ),
             (
                 Pg {
+                    adv_eps: Some(1e-4),
+                    ..Pg::default()
+                },
+                "adv_eps",
+            ),
+            (
+                Pg {
                     norm_constant: Some(8.0),
                     ..Pg::default()
                 },
@@ -455,7 +471,8 @@ mod tests {
             ),
             (
                 Pg {
-                    adv_eps: -1.0,
+                    advantage: Advantage::Grpo,
+                    adv_eps: Some(-1.0),
                     ..Pg::default()
                 },
                 "adv_eps",

@@ -62,8 +62,10 @@ pub struct Pg {
     pub norm_constant: Option<f64>,
     /// DAPO: drop the prompts whose rewards are all equal.
     pub dynamic_sampling: bool,
-    /// The eps of GRPO's std division.
-    pub adv_eps: f64,
+    /// The eps of `grpo`'s and `batch_normalized`'s std division
+    /// (default 1e-6, verl's; TRL uses 1e-4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adv_eps: Option<f64>,
     /// Gradient passes over the same rollouts.
     pub epochs: usize,
     /// The preset's name, when built from one (its name in metrics).
@@ -83,7 +85,7 @@ impl Default for Pg {
             aggregation: None,
             norm_constant: None,
             dynamic_sampling: false,
-            adv_eps: DEFAULT_ADV_EPS,
+            adv_eps: None,
             epochs: 1,
             preset: None,
         }
@@ -173,6 +175,7 @@ impl Pg {
             importance_sampling: self.importance_sampling,
             aggregation: self.aggregation,
             norm_constant: self.norm_constant,
+            advantage: self.advantage,
             adv_eps: self.adv_eps,
             epochs: self.epochs,
         }
@@ -227,7 +230,7 @@ pub fn pg_loss(inputs: &LossInputs, settings: &Pg) -> Result<LossOutput> {
         rewards,
         &inputs.group,
         &inputs.lengths,
-        settings.adv_eps,
+        settings.adv_eps.unwrap_or(DEFAULT_ADV_EPS),
     );
     let (loss, more) = loss_of_advantages(
         inputs,
