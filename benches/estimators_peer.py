@@ -203,7 +203,7 @@ def main():
         ("CGPO's CRPG batch baseline (the paper's formula; no peer)", "batch", 1e-6,
          scores - scores.mean()),
         ("verl grpo, eps 1e-6", "grpo", 1e-6, verl_grpo(scores, index, 1e-6)),
-        ("verl grpo without std (Dr. GRPO)", "dr_grpo", 1e-6, verl_grpo(scores, index, 1e-6, False)),
+        ("verl grpo without std (Dr. GRPO)", "per_prompt", 1e-6, verl_grpo(scores, index, 1e-6, False)),
         ("verl rloo", "rloo", 1e-6, verl_rloo(scores, index)),
         ("verl reinforce_plus_plus, gamma 1", "reinforce_pp", 1e-6,
          torch.tensor(per_sample(verl_reinforce_pp(scores, mask), mask))),
@@ -315,6 +315,7 @@ def main():
     # TRL's KL term: beta * k3 per token added to the loss, aggregated as
     # loss_type="bnpo" (token mean), with its gradient.
     ref_loss = (logp0 + rand(n, width, scale=0.4)) * mask
+    ref_loss[:, 0] = logp0[:, 0]  # p = q on the first tokens: abs's gradient is 0 there
     kl_loss = []
     for mode in ["k1", "k2", "k3", "abs"]:
         logp = logp0.clone().requires_grad_(True)

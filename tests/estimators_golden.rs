@@ -82,8 +82,9 @@ fn advantage_estimators_match_the_peers() {
     }
     let names: Vec<&str> = all.iter().map(|c| c.estimator.as_str()).collect();
     for want in [
+        "batch",
+        "per_prompt",
         "grpo",
-        "dr_grpo",
         "rloo",
         "reinforce_pp",
         "reinforce_pp_baseline",
@@ -235,7 +236,7 @@ fn kl_estimators_match_verl() {
             );
         }
     }
-    // verl's names for the same estimators.
+    // verl's names for the same estimators, and `exact` for `full`.
     for (alias, est) in [
         ("kl", KlEstimator::K1),
         ("mse", KlEstimator::K2),

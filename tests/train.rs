@@ -365,61 +365,65 @@ fn a_loss_registered_by_the_program_trains_from_a_config() {
     assert!(err.contains("tasks[0].optimizer.scale"), "{err}");
 }
 
-/// Several rewards per task (GDPO's `normalize_then_sum`) and the KL
-/// penalty in the reward: both change the loss of their task only, and
-/// the metrics log each reward and the penalty.
+/// Several rewards per task (GDPO's `normalize_then_sum`) change the loss
+/// of their task only, and the metrics log each reward.
 #[test]
-fn extra_rewards_and_the_kl_in_the_reward_reach_the_loss() {
+fn extra_rewards_reach_the_loss_of_their_task() {
     let dir = tempfile::tempdir().unwrap();
-    let plain = trainer(dir.path(), 1, 0.0);
-    let (base, _) = plain.gradients().unwrap();
-    let changed = |g: &[cgpo::train::merge::TaskGradient], task: usize| {
-        (0..base[task].grads.len()).any(|i| bits(&base[task].grads[i]) != bits(&g[task].grads[i]))
+    let (base, _) = trainer(dir.path(), 1, 0.0).gradients().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("prompts.jsonl"), PROMPTS).unwrap();
+    let mut cfg = config(dir.path(), 1, 0.0);
+    let rm2 = serde_json::json!({"name": "lexical", "params": {"per_word": -0.3}});
+    cfg.reward_models
+        .insert("rm2".into(), serde_json::from_value(rm2).unwrap());
+    let reward = &mut cfg.tasks[0].reward;
+    reward.extra =
+        vec![serde_json::from_value(serde_json::json!({"model": "rm2", "weight": 2.0})).unwrap()];
+    reward.aggregation = serde_json::from_value(serde_json::json!("normalize_then_sum")).unwrap();
+    let mut t = cfg.trainer(&Registries::default()).unwrap();
+    let (grads, _) = t.gradients().unwrap();
+    let changed = |task: usize| {
+        (0..base[task].grads.len())
+            .any(|i| bits(&base[task].grads[i]) != bits(&grads[task].grads[i]))
     };
+    assert!(changed(0), "the extra reward had no effect on the loss");
+    assert!(!changed(1), "the extra reward changed the other task");
+    t.run().unwrap();
+    let lines = metrics(&t.metrics_path());
+    let short = lines.iter().find(|m| m["task"] == "short").unwrap();
+    // per_word -0.3: the mean score of the extra model is negative.
+    assert!(short["rewards"]["rm2"].as_f64().unwrap() < 0.0, "{short}");
+    assert!(
+        short["loss_stats"]["combined_reward"].as_f64().is_some(),
+        "{short}"
+    );
+}
 
-    type Edit = fn(&mut RunConfig);
-    let variants: [(&str, Edit); 2] = [
-        ("extra rewards", |cfg| {
-            let rm2 = serde_json::json!({"name": "lexical", "params": {"per_word": -0.3}});
-            cfg.reward_models
-                .insert("rm2".into(), serde_json::from_value(rm2).unwrap());
-            let reward = &mut cfg.tasks[0].reward;
-            reward.extra =
-                vec![
-                    serde_json::from_value(serde_json::json!({"model": "rm2", "weight": 2.0}))
-                        .unwrap(),
-                ];
-            reward.aggregation =
-                serde_json::from_value(serde_json::json!("normalize_then_sum")).unwrap();
-        }),
-        ("kl in the reward", |cfg| {
-            cfg.tasks[0].kl = serde_json::from_value(
-                serde_json::json!({"coef": 0.5, "estimator": "k1", "placement": "reward"}),
-            )
-            .unwrap();
-        }),
-    ];
-    for (what, edit) in variants {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("prompts.jsonl"), PROMPTS).unwrap();
-        let mut cfg = config(dir.path(), 1, 0.0);
-        edit(&mut cfg);
-        let mut t = cfg.trainer(&Registries::default()).unwrap();
-        let (grads, _) = t.gradients().unwrap();
-        assert!(changed(&grads, 0), "{what} had no effect on the loss");
-        assert!(!changed(&grads, 1), "{what} changed the other task");
-        t.run().unwrap();
-        let lines = metrics(&t.metrics_path());
-        let short = lines.iter().find(|m| m["task"] == "short").unwrap();
-        let key = if what == "extra rewards" {
-            assert!(short["rewards"]["rm2"].as_f64().is_some(), "{short}");
-            "combined_reward"
-        } else {
-            "kl_reward_penalty"
-        };
-        assert!(
-            short["loss_stats"][key].as_f64().is_some(),
-            "{what}: {short}"
-        );
-    }
+/// The KL penalty in the reward: zero while the policy is the reference,
+/// then `coef * Σ_t k3` of the behaviour policy, logged per step; the
+/// penalty in the loss is then off for that task.
+#[test]
+fn the_kl_in_the_reward_is_the_behaviour_policys_and_grows_once_it_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("prompts.jsonl"), PROMPTS).unwrap();
+    let mut cfg = config(dir.path(), 3, 0.0);
+    cfg.tasks[0].kl = serde_json::from_value(
+        serde_json::json!({"coef": 0.5, "estimator": "k3", "placement": "reward"}),
+    )
+    .unwrap();
+    let mut t = cfg.trainer(&Registries::default()).unwrap();
+    t.run().unwrap();
+    let lines = metrics(&t.metrics_path());
+    let short: Vec<_> = lines
+        .iter()
+        .filter(|m| m["task"] == "short" && m["kind"] == "train")
+        .collect();
+    let penalty = |m: &serde_json::Value| m["loss_stats"]["kl_reward_penalty"].as_f64().unwrap();
+    assert!(penalty(short[0]) < 1e-6, "{}", short[0]);
+    // k3 is non-negative and, once the policy moved, positive: the loss saw
+    // rewards lowered by 0.5 * Σ_t k3 of the sampled responses.
+    let last = short.last().unwrap();
+    assert!(penalty(last) > 1e-4, "{last}");
+    assert!(last["loss_stats"].get("kl_penalty").is_none(), "{last}");
 }

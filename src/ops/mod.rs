@@ -42,8 +42,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Per-token KL estimators; p = policy, q = reference. Configs also take
-/// the names verl gives them: `kl` (k1), `mse` (k2), `low_var_kl` (k3) and
-/// `exact` (full).
+/// the names verl gives them: `kl` (k1), `mse` (k2) and `low_var_kl` (k3);
+/// `exact` is another name for `full`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KlEstimator {
@@ -291,7 +291,9 @@ pub fn kl_estimate(logp: &Tensor, logq: &Tensor, estimator: KlEstimator) -> Resu
     Ok(match estimator {
         KlEstimator::K1 => d,
         KlEstimator::K2 => (d.sqr()? * 0.5)?,
-        KlEstimator::Abs => d.abs()?,
+        // relu(d) + relu(-d): |d| with gradient 0 at d = 0 (candle's `abs`
+        // has gradient 1 there, which would push every token at step 0).
+        KlEstimator::Abs => (d.relu()? + d.neg()?.relu()?)?,
         KlEstimator::K3 => {
             let r = d.neg()?.clamp(-20f32, 20f32)?;
             ((r.exp()? - r)? - 1.0)?.clamp(-10f32, 10f32)?

@@ -296,6 +296,12 @@ fn estimators_follow_their_formulas() {
     assert_eq!(k2, [0.125, 0.5, 450.0, 800.0]);
     let abs = flat(&kl_estimate(&lp, &lq, KlEstimator::Abs).unwrap());
     assert_eq!(abs, [0.5, 1.0, 30.0, 40.0]);
+    // At p = q its gradient is 0, as |x|'s subgradient in the peers.
+    let v = candle_core::Var::new(&[-1.0f32, -2.0], &dev).unwrap();
+    let same = v.as_tensor().detach();
+    let kl = kl_estimate(v.as_tensor(), &same, KlEstimator::Abs).unwrap();
+    let grads = kl.sum_all().unwrap().backward().unwrap();
+    assert_eq!(flat(grads.get(&v).unwrap()), [0.0, 0.0]);
     let k3 = flat(&kl_estimate(&lp, &lq, KlEstimator::K3).unwrap());
     let want = |r: f32| (r.exp() - r - 1.0).clamp(-10.0, 10.0);
     close(&k3[..2], &[want(-0.5), want(1.0)], 1e-6).unwrap();

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `batch` | `r_i - mean(r)` over the minibatch (CGPO's CRPG) |
 //! | `batch_normalized` | `(r_i - mean(r)) / (std(r) + eps)` over the minibatch |
-//! | `per_prompt` (`group_mean`, `dr_grpo`) | `r_i - mean_g(r)` (Dr. GRPO: no std division) |
+//! | `per_prompt` (`group_mean`) | `r_i - mean_g(r)` (Dr. GRPO: no std division) |
 //! | `grpo` | `(r_i - mean_g(r)) / (std_g(r) + eps)`, std with Bessel's correction |
 //! | `rloo` | `r_i - mean of the other n-1 = n/(n-1) (r_i - mean_g(r))` |
 //! | `reinforce_pp` | `r` whitened over the minibatch's response tokens |
@@ -47,7 +47,7 @@ pub enum Advantage {
     /// last step of TRL's GDPO).
     BatchNormalized,
     /// The reward minus its prompt's mean (Dr. GRPO's advantage).
-    #[serde(alias = "group_mean", alias = "dr_grpo")]
+    #[serde(alias = "group_mean")]
     PerPrompt,
     /// GRPO: the prompt's mean subtracted, divided by its std + eps.
     Grpo,
@@ -58,6 +58,20 @@ pub enum Advantage {
     /// REINFORCE++ with a group baseline: the prompt's mean subtracted,
     /// then whitened over the minibatch's tokens.
     ReinforcePpBaseline,
+}
+
+impl Advantage {
+    /// Whether each sample is measured against the other samples of its
+    /// prompt (so a prompt needs two or more).
+    pub fn is_group(self) -> bool {
+        matches!(
+            self,
+            Advantage::PerPrompt
+                | Advantage::Grpo
+                | Advantage::Rloo
+                | Advantage::ReinforcePpBaseline
+        )
+    }
 }
 
 /// The eps of GRPO's std division when a config gives none (verl's).

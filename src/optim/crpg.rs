@@ -1,7 +1,7 @@
 //! CRPG, calibrated-regularized policy gradient (docs/algorithm.md §3):
 //!
 //! ```text
-//! R_cr   = R_calib if y = 1 else 0
+//! R_cr   = R_calib if y = 1 else 0             (else `violation_reward`, 0 by default)
 //! R~_cr  = max(1 - logratio / KL_max, 0) * R_cr
 //! loss   = -(1/n) Σ_i seqlogp_w(a_i) (R~_cr,i - b_i)
 //! ```
@@ -21,9 +21,11 @@
 //! violate has rewards all 0 and, under a group estimator, no signal: the
 //! statistic `zero_variance_groups` counts such prompts.
 
-use super::advantage::{advantages as estimate, Advantage, DEFAULT_ADV_EPS};
+use super::advantage::{Advantage, DEFAULT_ADV_EPS};
 use super::loss::{Settings, TaskLoss};
-use super::objective::{loss_of_advantages, Aggregation, ImportanceSampling, PgSettings};
+use super::objective::{
+    kept_advantages, loss_of_advantages, Aggregation, ImportanceSampling, PgSettings,
+};
 use super::{mean, LossInputs, LossOutput};
 use crate::error::check_config;
 use crate::error::Result;
@@ -44,6 +46,12 @@ pub struct Crpg {
     pub advantage: Advantage,
     /// Clip the KL weight `1 - logratio / kl_max` above at 1.
     pub clip_kl_weight: bool,
+    /// The reward of a sample that violates a judge (the paper: 0). CRPG's
+    /// formula assumes rewards >= 0, as the calibrated reward is; with
+    /// rewards that can be negative (raw, combined by
+    /// `normalize_then_sum`, or less a KL penalty) set it below their
+    /// range, or a violation can outscore a pass.
+    pub violation_reward: f64,
     /// As [`super::Pg`]'s: absent = REINFORCE (the paper).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clip_ratio: Option<f64>,
@@ -70,6 +78,7 @@ impl Default for Crpg {
             kl_max: DEFAULT_KL_MAX,
             advantage: Advantage::Batch,
             clip_kl_weight: false,
+            violation_reward: 0.0,
             clip_ratio: None,
             clip_ratio_high: None,
             dual_clip: None,
@@ -94,6 +103,7 @@ impl Crpg {
             norm_constant: self.norm_constant,
             advantage: self.advantage,
             adv_eps: self.adv_eps,
+            dynamic_sampling: self.dynamic_sampling,
             epochs: self.epochs,
         }
     }
@@ -111,11 +121,21 @@ impl TaskLoss for Crpg {
     fn epochs(&self) -> usize {
         self.epochs
     }
+
+    fn min_generations(&self) -> usize {
+        self.settings().min_generations()
+    }
 }
 
 impl Settings for Crpg {
     fn check(&self) -> Result<()> {
         check_config("kl_max", self.kl_max, "> 0", |v| v > 0.0)?;
+        if !self.violation_reward.is_finite() {
+            return Err(crate::error::Error::config(
+                "violation_reward",
+                format!("must be finite, got {}", self.violation_reward),
+            ));
+        }
         self.settings().check()
     }
 }
@@ -130,16 +150,25 @@ pub fn kl_weight(logratio: f64, kl_max: f64, clip: bool) -> f64 {
     }
 }
 
-/// The regularized rewards `R~_cr,i` of every sample.
-pub fn crpg_rewards(inputs: &LossInputs, kl_max: f64, clip_kl_weight: bool) -> Vec<f64> {
+/// The regularized rewards `R~_cr,i` of every sample; a violating sample
+/// gets `violation_reward` (the paper: 0).
+pub fn crpg_rewards(
+    inputs: &LossInputs,
+    kl_max: f64,
+    clip_kl_weight: bool,
+    violation_reward: f64,
+) -> Vec<f64> {
     inputs
         .logratio()
         .iter()
         .zip(&inputs.calibrated)
         .zip(&inputs.positive)
         .map(|((&lr, &r), &y)| {
-            let r_cr = if y { r } else { 0.0 };
-            kl_weight(lr, kl_max, clip_kl_weight) * r_cr
+            if y {
+                kl_weight(lr, kl_max, clip_kl_weight) * r
+            } else {
+                violation_reward
+            }
         })
         .collect()
 }
@@ -147,19 +176,25 @@ pub fn crpg_rewards(inputs: &LossInputs, kl_max: f64, clip_kl_weight: bool) -> V
 /// The CRPG loss of one task's minibatch.
 pub fn crpg_loss(inputs: &LossInputs, settings: &Crpg) -> Result<LossOutput> {
     inputs.validate()?;
-    let rewards = crpg_rewards(inputs, settings.kl_max, settings.clip_kl_weight);
-    let adv = estimate(
-        settings.advantage,
+    let rewards = crpg_rewards(
+        inputs,
+        settings.kl_max,
+        settings.clip_kl_weight,
+        settings.violation_reward,
+    );
+    let (adv, keep) = kept_advantages(
+        inputs,
         &rewards,
-        &inputs.group,
-        &inputs.lengths,
+        settings.advantage,
         settings.adv_eps.unwrap_or(DEFAULT_ADV_EPS),
+        settings.dynamic_sampling,
     );
     let mut stats = stats(inputs, settings.kl_max, &rewards, &adv);
     let (loss, more) = loss_of_advantages(
         inputs,
         &rewards,
         &adv,
+        &keep,
         settings.dynamic_sampling,
         &settings.settings().objective(),
     )?;
@@ -221,7 +256,7 @@ mod tests {
         // R~_cr = [0.5*0.8, 0 (violates), 1.5*0.6 (negative logratio, > R), 0 (past KL_max)]
         //       = [0.4, 0, 0.9, 0]; batch mean 0.325;
         // advantages [0.075, -0.325, 0.575, -0.325].
-        let rewards = crpg_rewards(&inputs, 10.0, false);
+        let rewards = crpg_rewards(&inputs, 10.0, false, 0.0);
         for (r, want) in rewards.iter().zip([0.4, 0.0, 0.9, 0.0]) {
             assert!((r - want).abs() < 1e-12, "{rewards:?}");
         }
@@ -264,6 +299,28 @@ mod tests {
         assert_eq!(kl_weight(-5.0, 10.0, true), 1.0);
         assert_eq!(kl_weight(-5.0, 10.0, false), 1.5);
         assert_eq!(kl_weight(10.0, 10.0, false), 0.0);
+    }
+
+    #[test]
+    fn a_violation_reward_below_the_range_ranks_violations_last() {
+        // Rewards that can be negative: the violating sample 1 (reward 0
+        // by default) would outscore sample 0 (0.5 * -0.8 = -0.4).
+        let (var, inputs) = case().calibrated(&[-0.8, 0.9, -0.6, -0.7]).build();
+        let paper = crpg_rewards(&inputs, 10.0, false, 0.0);
+        assert!(paper[1] > paper[0], "{paper:?}");
+        let settings = Crpg {
+            violation_reward: -2.0,
+            ..crpg(Advantage::Batch, false)
+        };
+        let r = crpg_rewards(&inputs, 10.0, false, -2.0);
+        assert!(r[1] < r[0] && r[1] == -2.0, "{r:?}");
+        // R~ = [-0.4, -2, -0.9, 0 (past KL_max)], mean -0.825.
+        let out = crpg_loss(&inputs, &settings).unwrap();
+        assert_close(
+            &grad_of(&var, &out.loss),
+            &[-0.425 / 4.0, 1.175 / 4.0, 0.075 / 4.0, -0.825 / 4.0],
+            1e-6,
+        );
     }
 
     #[test]

@@ -16,20 +16,21 @@
 //! | `token_mean` | `Σ_it L_it / T` (T response tokens) |
 //! | `seq_mean_token_mean` | `(1/N) Σ_i (Σ_t L_it / |a_i|)` |
 //! | `seq_mean_token_sum` | `(1/N) Σ_i Σ_t L_it` |
-//! | `seq_mean_token_sum_norm` | `(1/N) Σ_i Σ_t L_it / C`, C a constant (Dr. GRPO) |
+//! | `seq_mean_token_sum_norm` | `(1/N) Σ_i Σ_t L_it / C`, C a constant given by the config (Dr. GRPO) |
 //!
 //! The token log-ratio is clamped to ±20 and GSPO's sequence log-ratio to
 //! at most 10 before `exp` (as verl does), so a stale sample cannot make
 //! the loss infinite. With dynamic sampling (DAPO) the samples of a prompt
-//! whose rewards are all equal leave the minibatch: they count in neither
-//! N nor T. Under REINFORCE every aggregation is a weighted sum of the
+//! whose rewards are all equal leave the minibatch before the advantages
+//! are estimated: they count in neither N nor T (the trainer's KL term
+//! still averages over them). Under REINFORCE every aggregation is a weighted sum of the
 //! sequence log-probs, computed as one.
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::advantage::{informative, zero_variance_groups, Advantage};
-use super::{host_tensor, LossInputs};
+use super::advantage::{advantages, informative, zero_variance_groups, Advantage};
+use super::{host_tensor, loss_error, LossInputs};
 use crate::error::Result;
 
 /// Which importance ratio the clipped objective uses.
@@ -62,8 +63,7 @@ pub struct Objective {
     /// verl's dual clip `c > 1` for negative advantages (token level).
     pub dual_clip: Option<f64>,
     pub aggregation: Aggregation,
-    /// C of `seq_mean_token_sum_norm`; `None`: the minibatch's padded
-    /// response length R.
+    /// C of `seq_mean_token_sum_norm` (which needs it).
     pub norm_constant: Option<f64>,
 }
 
@@ -75,12 +75,26 @@ pub fn policy_loss(
     keep: &[bool],
     obj: &Objective,
 ) -> Result<(Tensor, Vec<(&'static str, f64)>)> {
+    if adv.len() != inputs.len() || keep.len() != inputs.len() {
+        return Err(loss_error(format!(
+            "{} advantages and {} keep flags for {} samples",
+            adv.len(),
+            keep.len(),
+            inputs.len()
+        )));
+    }
+    let norm =
+        match (obj.aggregation, obj.norm_constant) {
+            (Aggregation::SeqMeanTokenSumNorm, None) => return Err(loss_error(
+                "seq_mean_token_sum_norm needs a norm_constant (Dr. GRPO: the generation budget)",
+            )),
+            (_, c) => c.unwrap_or(1.0),
+        };
     let kept: Vec<usize> = (0..inputs.len()).filter(|&i| keep[i]).collect();
     let tokens: usize = kept.iter().map(|&i| inputs.lengths[i]).sum();
     if kept.is_empty() || tokens == 0 {
         return Ok((inputs.zero_loss()?, Vec::new()));
     }
-    let width = inputs.mask.dims2()?.1 as f64;
     let n = kept.len() as f64;
     // Per sample, the denominator of its row sum of L in the aggregation
     // (infinite: the sample does not count).
@@ -94,7 +108,7 @@ pub fn policy_loss(
                 Aggregation::TokenMean => tokens as f64,
                 Aggregation::SeqMeanTokenMean => n * len,
                 Aggregation::SeqMeanTokenSum => n,
-                Aggregation::SeqMeanTokenSumNorm => n * obj.norm_constant.unwrap_or(width),
+                Aggregation::SeqMeanTokenSumNorm => n * norm,
             }
         })
         .collect();
@@ -180,6 +194,7 @@ pub(crate) struct PgSettings {
     pub norm_constant: Option<f64>,
     pub advantage: Advantage,
     pub adv_eps: Option<f64>,
+    pub dynamic_sampling: bool,
     pub epochs: usize,
 }
 
@@ -211,6 +226,12 @@ impl PgSettings {
                 "`sequence` (GSPO) needs `clip_ratio`",
             ));
         }
+        if self.aggregation() == Aggregation::SeqMeanTokenSumNorm && self.norm_constant.is_none() {
+            return Err(Error::config(
+                "norm_constant",
+                "`aggregation: seq_mean_token_sum_norm` needs it: a constant such as the generation budget (train.sampling.max_new_tokens), as Dr. GRPO divides by",
+            ));
+        }
         if let Some(c) = self.norm_constant {
             check_config("norm_constant", c, "> 0", |v| v > 0.0)?;
             if self.aggregation() != Aggregation::SeqMeanTokenSumNorm {
@@ -221,7 +242,7 @@ impl PgSettings {
             }
         }
         if let Some(eps) = self.adv_eps {
-            check_config("adv_eps", eps, ">= 0", |v| v >= 0.0)?;
+            check_config("adv_eps", eps, "> 0", |v| v > 0.0)?;
             if !matches!(self.advantage, Advantage::Grpo | Advantage::BatchNormalized) {
                 return Err(Error::config(
                     "adv_eps",
@@ -233,6 +254,16 @@ impl PgSettings {
             return Err(Error::config("epochs", "must be >= 1"));
         }
         Ok(())
+    }
+
+    /// 2 when a sample is measured against its prompt's others (a group
+    /// estimator, or dynamic sampling, which drops prompts of one sample).
+    pub fn min_generations(&self) -> usize {
+        if self.advantage.is_group() || self.dynamic_sampling {
+            2
+        } else {
+            1
+        }
     }
 
     /// The aggregation; absent: `seq_mean_token_sum` for REINFORCE (the
@@ -258,29 +289,54 @@ impl PgSettings {
     }
 }
 
-/// The objective's loss with advantages `adv` of `rewards`: what
-/// [`super::Pg`] and [`super::Crpg`] do after choosing their rewards and
-/// estimating. Logs `zero_variance_groups` (prompts whose rewards are all
-/// equal, which a group estimator gives no signal), `groups_dropped` with
-/// dynamic sampling, and the objective's statistics.
+/// The advantages of `rewards` under `advantage`, and which samples the
+/// loss keeps. With dynamic sampling the prompts whose rewards are all
+/// equal (a prompt with one sample among them) leave first and the
+/// estimator sees only the rest, as DAPO filters before it normalizes;
+/// a dropped sample's advantage is 0.
+pub(crate) fn kept_advantages(
+    inputs: &LossInputs,
+    rewards: &[f64],
+    advantage: Advantage,
+    eps: f64,
+    dynamic_sampling: bool,
+) -> (Vec<f64>, Vec<bool>) {
+    if !dynamic_sampling {
+        let adv = advantages(advantage, rewards, &inputs.group, &inputs.lengths, eps);
+        return (adv, vec![true; inputs.len()]);
+    }
+    let keep = informative(rewards, &inputs.group);
+    let kept: Vec<usize> = (0..inputs.len()).filter(|&i| keep[i]).collect();
+    let pick = |v: &[f64]| kept.iter().map(|&i| v[i]).collect::<Vec<_>>();
+    let group: Vec<usize> = kept.iter().map(|&i| inputs.group[i]).collect();
+    let lengths: Vec<usize> = kept.iter().map(|&i| inputs.lengths[i]).collect();
+    let sub = advantages(advantage, &pick(rewards), &group, &lengths, eps);
+    let mut adv = vec![0.0; inputs.len()];
+    for (&i, a) in kept.iter().zip(sub) {
+        adv[i] = a;
+    }
+    (adv, keep)
+}
+
+/// The objective's loss with advantages `adv` over the samples with
+/// `keep`: what [`super::Pg`] and [`super::Crpg`] do after choosing their
+/// rewards and estimating. Logs `zero_variance_groups` (prompts whose
+/// rewards are all equal, which a group estimator gives no signal),
+/// `groups_dropped` with dynamic sampling, and the objective's statistics.
 pub(crate) fn loss_of_advantages(
     inputs: &LossInputs,
     rewards: &[f64],
     adv: &[f64],
+    keep: &[bool],
     dynamic_sampling: bool,
     obj: &Objective,
 ) -> Result<(Tensor, Vec<(&'static str, f64)>)> {
     let flat_groups = zero_variance_groups(rewards, &inputs.group);
-    let keep = if dynamic_sampling {
-        informative(rewards, &inputs.group)
-    } else {
-        vec![true; inputs.len()]
-    };
     let mut stats = vec![("zero_variance_groups", flat_groups as f64)];
     if dynamic_sampling {
         stats.push(("groups_dropped", flat_groups as f64));
     }
-    let (loss, more) = policy_loss(inputs, adv, &keep, obj)?;
+    let (loss, more) = policy_loss(inputs, adv, keep, obj)?;
     stats.extend(more);
     Ok((loss, stats))
 }
@@ -288,7 +344,7 @@ pub(crate) fn loss_of_advantages(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optim::testutil::{check_gradient, value, Case, Tiny};
+    use crate::optim::testutil::{assert_close, check_gradient, grad_of, value, Case, Tiny};
     use crate::optim::{Advantage, Crpg, Pg, TaskLoss};
     use candle_core::Device;
 
@@ -401,12 +457,12 @@ mod tests {
     #[test]
     fn grpo_on_a_group_whose_samples_all_violate_gives_no_signal() {
         // CRPG gates both samples of prompt 1 to 0: their GRPO advantages
-        // are 0 and the prompt is counted; with dynamic sampling it is
-        // dropped.
+        // are 0, so they get no gradient, and the prompt is counted; with
+        // dynamic sampling it is dropped.
         let case = Case::new(&[0, 0, 1, 1])
             .calibrated(&[0.9, 0.2, 0.8, 0.7])
             .positive(&[true, true, false, false]);
-        let (_, inputs) = case.build();
+        let (var, inputs) = case.build();
         let crpg = Crpg {
             advantage: Advantage::Grpo,
             ..Crpg::default()
@@ -414,13 +470,39 @@ mod tests {
         let out = crpg.loss(&inputs).unwrap();
         assert_eq!(out.stat("zero_variance_groups"), Some(1.0));
         assert_eq!(out.stat("groups_dropped"), None);
+        let g = grad_of(&var, &out.loss);
+        assert!(
+            g[0] < 0.0 && g[1] > 0.0 && g[2] == 0.0 && g[3] == 0.0,
+            "{g:?}"
+        );
+        let (var, inputs) = case.build();
         let out = Crpg {
             dynamic_sampling: true,
-            ..crpg
+            ..crpg.clone()
         }
         .loss(&inputs)
         .unwrap();
         assert_eq!(out.stat("groups_dropped"), Some(1.0));
+        let g = grad_of(&var, &out.loss);
+        assert!(g[2] == 0.0 && g[3] == 0.0, "{g:?}");
+        // The batch baseline does push the violations down...
+        let (var, inputs) = case.build();
+        let g = grad_of(&var, &Crpg::default().loss(&inputs).unwrap().loss);
+        assert!(g[2] > 0.0 && g[3] > 0.0, "{g:?}");
+        // ...unless dynamic sampling drops them first; the baseline is then
+        // the mean of the kept samples: R~ = [0.9, 0.2], A = [0.35, -0.35].
+        let (var, inputs) = case.build();
+        let out = Crpg {
+            dynamic_sampling: true,
+            ..Crpg::default()
+        }
+        .loss(&inputs)
+        .unwrap();
+        assert_close(
+            &grad_of(&var, &out.loss),
+            &[-0.35 / 2.0, 0.35 / 2.0, 0.0, 0.0],
+            1e-6,
+        );
     }
 
     #[test]
@@ -454,6 +536,21 @@ mod tests {
                     ..Pg::default()
                 },
                 "importance_sampling",
+            ),
+            (
+                Pg {
+                    aggregation: Some(Aggregation::SeqMeanTokenSumNorm),
+                    ..Pg::default()
+                },
+                "norm_constant",
+            ),
+            (
+                Pg {
+                    advantage: Advantage::Grpo,
+                    adv_eps: Some(0.0),
+                    ..Pg::default()
+                },
+                "adv_eps",
             ),
             (
                 Pg {

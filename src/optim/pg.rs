@@ -27,9 +27,11 @@
 //! assert!(Pg::preset("ppo2").is_none());
 //! ```
 
-use super::advantage::{advantages, Advantage, DEFAULT_ADV_EPS};
+use super::advantage::{Advantage, DEFAULT_ADV_EPS};
 use super::loss::{Settings, TaskLoss};
-use super::objective::{loss_of_advantages, Aggregation, ImportanceSampling, PgSettings};
+use super::objective::{
+    kept_advantages, loss_of_advantages, Aggregation, ImportanceSampling, PgSettings,
+};
 use super::{mean, LossInputs, LossOutput};
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
@@ -98,7 +100,7 @@ impl Pg {
     /// | Name | Advantage | Objective | Aggregation |
     /// |---|---|---|---|
     /// | `grpo` | `grpo` | PPO-clip 0.2 | `seq_mean_token_mean` |
-    /// | `dr_grpo` | `per_prompt` | PPO-clip 0.2 | `seq_mean_token_sum_norm` |
+    /// | `dr_grpo` | `per_prompt` | PPO-clip 0.2 | `seq_mean_token_sum_norm` (give `norm_constant`) |
     /// | `dapo` | `grpo` | PPO-clip 0.2 / 0.28, dynamic sampling | `token_mean` |
     /// | `gspo` | `grpo` | sequence ratio, clip 3e-4 / 4e-4 | `seq_mean_token_mean` |
     /// | `rloo` | `rloo` | REINFORCE | `seq_mean_token_sum` |
@@ -177,6 +179,7 @@ impl Pg {
             norm_constant: self.norm_constant,
             advantage: self.advantage,
             adv_eps: self.adv_eps,
+            dynamic_sampling: self.dynamic_sampling,
             epochs: self.epochs,
         }
     }
@@ -193,6 +196,10 @@ impl TaskLoss for Pg {
 
     fn epochs(&self) -> usize {
         self.epochs
+    }
+
+    fn min_generations(&self) -> usize {
+        self.settings().min_generations()
     }
 }
 
@@ -225,17 +232,18 @@ pub fn pg_rewards(inputs: &LossInputs, reward: RewardKind) -> &[f64] {
 pub fn pg_loss(inputs: &LossInputs, settings: &Pg) -> Result<LossOutput> {
     inputs.validate()?;
     let rewards = pg_rewards(inputs, settings.reward);
-    let adv = advantages(
-        settings.advantage,
+    let (adv, keep) = kept_advantages(
+        inputs,
         rewards,
-        &inputs.group,
-        &inputs.lengths,
+        settings.advantage,
         settings.adv_eps.unwrap_or(DEFAULT_ADV_EPS),
+        settings.dynamic_sampling,
     );
     let (loss, more) = loss_of_advantages(
         inputs,
         rewards,
         &adv,
+        &keep,
         settings.dynamic_sampling,
         &settings.settings().objective(),
     )?;
@@ -374,9 +382,13 @@ mod tests {
         let registry = LossRegistry::with_builtins();
         let (_, inputs) = Case::new(&[0, 0, 1, 1]).raw(&[1.0, 0.0, 0.5, 0.25]).build();
         for name in Pg::PRESETS {
-            let loss = registry
-                .build(&LossSpec::new(name, json!({})), "o")
-                .unwrap();
+            // Dr. GRPO's constant normalizer has no default: the budget.
+            let params = if name == "dr_grpo" {
+                json!({"norm_constant": 64})
+            } else {
+                json!({})
+            };
+            let loss = registry.build(&LossSpec::new(name, params), "o").unwrap();
             assert_eq!(loss.name(), name);
             let out = loss.loss(&inputs).unwrap();
             assert!(value(&out.loss).is_finite(), "{name}");
@@ -390,6 +402,11 @@ mod tests {
             ..Pg::preset("grpo").unwrap()
         };
         assert_eq!(got, format!("{want:?}"));
+        let err = registry
+            .build(&LossSpec::new("dr_grpo", json!({})), "o")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("o.norm_constant"), "{err}");
         let spec = LossSpec::new("dapo", json!({"clip_ratio_hi": 0.3}));
         let err = registry
             .build(&spec, "tasks[0].optimizer")
