@@ -14,7 +14,7 @@
 //! | Aggregation | Loss |
 //! |---|---|
 //! | `token_mean` | `Σ_it L_it / T` (T response tokens) |
-//! | `seq_mean_token_mean` | `(1/N) Σ_i (Σ_t L_it / |a_i|)` |
+//! | `seq_mean_token_mean` | `(1/N) Σ_i (Σ_t L_it / len(a_i))` |
 //! | `seq_mean_token_sum` | `(1/N) Σ_i Σ_t L_it` |
 //! | `seq_mean_token_sum_norm` | `(1/N) Σ_i Σ_t L_it / C`, C a constant given by the config (Dr. GRPO) |
 //!
