@@ -387,21 +387,19 @@ impl TaskConfig {
         let mixture = MixtureOfJudges::new(built)
             .map_err(|e| Error::config(format!("{key}.judges"), e.to_string()))?
             .with_error_policy(self.judge_errors);
-        let model = models.get(&self.reward.model).cloned().ok_or_else(|| {
-            Error::config(
-                format!("{key}.reward.model"),
-                format!("unknown reward model `{}`", self.reward.model),
-            )
-        })?;
+        let model_of = |name: &str, field: String| {
+            models.get(name).cloned().ok_or_else(|| {
+                Error::config(
+                    format!("{key}.{field}"),
+                    format!("unknown reward model `{name}`"),
+                )
+            })
+        };
+        let model = model_of(&self.reward.model, "reward.model".into())?;
         let loss = losses.build(&self.optimizer, &format!("{key}.optimizer"))?;
         let mut extras = Vec::new();
         for (k, extra) in self.reward.extra.iter().enumerate() {
-            let model = models.get(&extra.model).cloned().ok_or_else(|| {
-                Error::config(
-                    format!("{key}.reward.extra[{k}].model"),
-                    format!("unknown reward model `{}`", extra.model),
-                )
-            })?;
+            let model = model_of(&extra.model, format!("reward.extra[{k}].model"))?;
             extras.push(ExtraReward {
                 name: extra.model.clone(),
                 model,

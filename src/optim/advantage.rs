@@ -36,6 +36,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::mean;
+
 /// How a sample's reward becomes its advantage.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -92,7 +94,7 @@ pub fn advantages(
 ) -> Vec<f64> {
     match estimator {
         Advantage::Batch => {
-            let m = mean(rewards);
+            let m = mean(rewards.iter().copied());
             rewards.iter().map(|r| r - m).collect()
         }
         Advantage::BatchNormalized => {
@@ -201,29 +203,34 @@ pub fn weighted_sum(components: &[Vec<f64>], weights: &[f64]) -> Vec<f64> {
     out
 }
 
+/// Per group (0..=max group): whether its rewards are not all equal; a
+/// group without samples is `None`.
+fn group_varies(rewards: &[f64], group: &[usize]) -> Vec<Option<bool>> {
+    let groups = group.iter().max().map_or(0, |g| g + 1);
+    let mut range: Vec<Option<(f64, f64)>> = vec![None; groups];
+    for (&r, &g) in rewards.iter().zip(group) {
+        let (lo, hi) = range[g].get_or_insert((r, r));
+        *lo = lo.min(r);
+        *hi = hi.max(r);
+    }
+    range.iter().map(|r| r.map(|(lo, hi)| hi > lo)).collect()
+}
+
 /// Per sample: whether its group's rewards are not all equal (a group
 /// whose rewards are all equal has zero advantage under every group
 /// estimator and teaches nothing; DAPO's dynamic sampling drops it).
 pub fn informative(rewards: &[f64], group: &[usize]) -> Vec<bool> {
-    let groups = group.iter().max().map_or(0, |g| g + 1);
-    let mut lo = vec![f64::INFINITY; groups];
-    let mut hi = vec![f64::NEG_INFINITY; groups];
-    for (&r, &g) in rewards.iter().zip(group) {
-        lo[g] = lo[g].min(r);
-        hi[g] = hi[g].max(r);
-    }
-    group.iter().map(|&g| hi[g] > lo[g]).collect()
+    let varies = group_varies(rewards, group);
+    group.iter().map(|&g| varies[g] == Some(true)).collect()
 }
 
 /// The number of groups (with at least one sample) whose rewards are all
 /// equal.
 pub fn zero_variance_groups(rewards: &[f64], group: &[usize]) -> usize {
-    let keep = informative(rewards, group);
-    let mut seen = std::collections::BTreeMap::new();
-    for (&g, &k) in group.iter().zip(&keep) {
-        seen.insert(g, k);
-    }
-    seen.values().filter(|&&k| !k).count()
+    group_varies(rewards, group)
+        .iter()
+        .filter(|v| **v == Some(false))
+        .count()
 }
 
 /// `(x_i - m) / sqrt(v + 1e-8)` with `m` and `v` the mean and the
@@ -278,7 +285,7 @@ fn group_stats(rewards: &[f64], group: &[usize]) -> Vec<GroupStats> {
                 std: 1.0,
             },
             n => {
-                let m = mean(v);
+                let m = mean(v.iter().copied());
                 let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n as f64 - 1.0);
                 GroupStats {
                     n,
@@ -296,14 +303,6 @@ fn centred(rewards: &[f64], group: &[usize], stats: &[GroupStats]) -> Vec<f64> {
         .zip(group)
         .map(|(r, &g)| r - stats[g].mean)
         .collect()
-}
-
-fn mean(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        0.0
-    } else {
-        v.iter().sum::<f64>() / v.len() as f64
-    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use candle_core::{Tensor, D};
 
 use super::experience::TaskBatch;
+use super::metrics::mean;
 use crate::error::Result;
 use crate::kl::{kl_penalty, kl_penalty_full, sequence_kl, KlPlacement};
 use crate::optim::advantage::{aggregate_rewards, DEFAULT_ADV_EPS};
@@ -130,7 +131,10 @@ fn rewards_for_loss(
         };
         raw = combine(raw);
         weighted = combine(weighted);
-        stats.push(("combined_reward".to_string(), mean(&weighted)));
+        stats.push((
+            "combined_reward".to_string(),
+            mean(weighted.iter().copied()),
+        ));
     }
     if task.kl.placement == KlPlacement::Reward && kl_coef > 0.0 && !raw.is_empty() {
         let kl = sequence_kl(token_logp_old, &batch.ref_logp, mask, task.kl.estimator)?;
@@ -139,17 +143,16 @@ fn rewards_for_loss(
             *r -= p;
             *w -= p;
         }
-        stats.push(("kl_reward_penalty".to_string(), mean(&penalty)));
+        stats.push((
+            "kl_reward_penalty".to_string(),
+            mean(penalty.iter().copied()),
+        ));
     }
     Ok(LossRewards {
         raw,
         weighted,
         stats,
     })
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
 /// Per prompt of the batch, Σ log pi_theta of its passing baseline.
