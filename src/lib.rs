@@ -48,6 +48,7 @@ pub mod ops;
 pub mod optim;
 pub mod pipeline;
 pub mod policy;
+pub mod report;
 pub mod reward;
 pub mod rollout;
 pub mod run_dir;

@@ -140,6 +140,10 @@ pub struct Rollouts {
     pub logprobs: Vec<Vec<f32>>,
     /// Whether a stop token ended the response (else `max_new_tokens` did).
     pub finished: Vec<bool>,
+    /// Per response, the sum over its tokens of the entropy (nats) of the
+    /// untempered distribution each token was drawn from; 0 for responses
+    /// that were not sampled (teacher-forced).
+    pub entropy: Vec<f64>,
     pub pad: u32,
 }
 
@@ -190,6 +194,10 @@ impl Rollouts {
             },
             logprobs: idx.iter().map(|&i| self.logprobs[i].clone()).collect(),
             finished: idx.iter().map(|&i| self.finished[i]).collect(),
+            entropy: idx
+                .iter()
+                .map(|&i| self.entropy.get(i).copied().unwrap_or(0.0))
+                .collect(),
             pad: self.pad,
         }
     }
@@ -257,11 +265,12 @@ pub fn generate(
     let mut responses = vec![Vec::new(); n];
     let mut logprobs = vec![Vec::new(); n];
     let mut finished = vec![false; n];
+    let mut entropy = vec![0.0f64; n];
     let mut cache = KvCache::new();
     let mut logits = policy.decode(&TokenBatch::left_padded(&rows, pad)?, &mut cache)?;
     for step in 0..cfg.max_new_tokens {
         let host = logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
-        let picks: Vec<Option<(u32, f32)>> = host
+        let picks: Vec<Option<(u32, f32, f64)>> = host
             .par_iter()
             .zip(rngs.par_iter_mut())
             .zip(finished.par_iter())
@@ -269,9 +278,10 @@ pub fn generate(
             .collect();
         let mut next = vec![pad; n];
         for (r, pick) in picks.into_iter().enumerate() {
-            if let Some((token, lp)) = pick {
+            if let Some((token, lp, h)) = pick {
                 responses[r].push(token);
                 logprobs[r].push(lp);
+                entropy[r] += h;
                 next[r] = token;
                 finished[r] = stop.contains(&token);
             }
@@ -292,6 +302,7 @@ pub fn generate(
         texts,
         logprobs,
         finished,
+        entropy,
         pad,
     })
 }
@@ -305,17 +316,25 @@ fn mix(seed: u64, i: u64) -> u64 {
 }
 
 /// Picks a token from one row of logits; returns it with its (untempered)
-/// log-prob.
-fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut StdRng) -> (u32, f32) {
+/// log-prob and the entropy of the untempered distribution,
+/// `H = lse - Σ_v p_v z_v` (one more pass over the weights already made).
+fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut StdRng) -> (u32, f32, f64) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     // exp(z - max) once, in f32 (the costly part over a large vocabulary);
     // sums in f64. At temperature 1 the same values are the weights.
     let unit: Vec<f32> = logits.iter().map(|&z| (z - max).exp()).collect();
-    let lse = f64::from(max) + unit.iter().map(|&w| f64::from(w)).sum::<f64>().ln();
+    let (mass, weighted) = unit
+        .iter()
+        .zip(logits)
+        .fold((0.0f64, 0.0f64), |(m, wz), (&w, &z)| {
+            (m + f64::from(w), wz + f64::from(w) * f64::from(z - max))
+        });
+    let lse = f64::from(max) + mass.ln();
+    let entropy = (mass.ln() - weighted / mass).max(0.0);
     let logprob = |t: usize| (f64::from(logits[t]) - lse) as f32;
     if cfg.temperature == 0.0 {
         let best = argmax(logits);
-        return (best as u32, logprob(best));
+        return (best as u32, logprob(best), entropy);
     }
     let inv_t = 1.0 / cfg.temperature;
     let weight = |t: usize| -> f64 {
@@ -378,7 +397,7 @@ fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut StdRng) -> (u32, f32) 
         }
         pick
     };
-    (token as u32, logprob(token))
+    (token as u32, logprob(token), entropy)
 }
 
 fn argmax(v: &[f32]) -> usize {
@@ -461,7 +480,7 @@ mod tests {
             let t = sample(&logits, &cfg, &mut rng).0;
             assert!(t == 1 || t == 3, "top_p 0.5 sampled {t}");
         }
-        let (t, lp) = sample(
+        let (t, lp, h) = sample(
             &logits,
             &SamplingConfig {
                 temperature: 0.0,
@@ -472,6 +491,25 @@ mod tests {
         let lse = logits.iter().map(|&z| f64::from(z).exp()).sum::<f64>().ln();
         assert_eq!(t, 1);
         assert!((f64::from(lp) - (3.0 - lse)).abs() < 1e-6);
+        // H = -Σ p log p of the untempered distribution, by hand.
+        let by_hand: f64 = logits
+            .iter()
+            .map(|&z| {
+                let lp = f64::from(z) - lse;
+                -lp.exp() * lp
+            })
+            .sum();
+        assert!((h - by_hand).abs() < 1e-6, "{h} vs {by_hand}");
+    }
+
+    #[test]
+    fn entropy_of_uniform_and_of_a_point_mass() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let cfg = SamplingConfig::default();
+        let (_, _, h) = sample(&[1.5f32; 8], &cfg, &mut rng);
+        assert!((h - 8f64.ln()).abs() < 1e-6, "{h}");
+        let (_, _, h) = sample(&[0.0f32, 80.0, 0.0], &cfg, &mut rng);
+        assert!(h < 1e-6, "{h}");
     }
 
     #[test]

@@ -115,3 +115,87 @@ mod tests {
         assert_eq!(Spread::of(&[4.0]).sd, 0.0);
     }
 }
+
+/// The 10th, 50th and 90th percentiles of a sample, linearly interpolated
+/// between order statistics (NumPy's default); all 0 for an empty sample.
+///
+/// ```
+/// use cgpo::stats::Quantiles;
+/// let q = Quantiles::of(&[4.0, 1.0, 3.0, 2.0, 5.0]);
+/// assert_eq!((q.p10, q.p50, q.p90), (1.4, 3.0, 4.6));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Quantiles {
+    pub p10: f64,
+    pub p50: f64,
+    pub p90: f64,
+}
+
+impl Quantiles {
+    pub fn of(values: &[f64]) -> Self {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+        if v.is_empty() {
+            return Self::default();
+        }
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            let pos = q * (v.len() - 1) as f64;
+            let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+            v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+        };
+        Self {
+            p10: at(0.1),
+            p50: at(0.5),
+            p90: at(0.9),
+        }
+    }
+}
+
+/// The pooled two-proportion z statistic of a change from rate `p0` over
+/// `n0` trials to `p1` over `n1` (negative when the rate fell); 0 when
+/// either side is empty or both rates are 0 or both 1.
+///
+/// ```
+/// use cgpo::stats::two_proportion_z;
+/// let z = two_proportion_z(0.4, 100, 0.2, 100);
+/// assert!((z + 3.086).abs() < 1e-3, "{z}");
+/// ```
+pub fn two_proportion_z(p0: f64, n0: usize, p1: f64, n1: usize) -> f64 {
+    if n0 == 0 || n1 == 0 {
+        return 0.0;
+    }
+    let (a, b) = (n0 as f64, n1 as f64);
+    let pooled = (p0 * a + p1 * b) / (a + b);
+    let var = pooled * (1.0 - pooled) * (1.0 / a + 1.0 / b);
+    if var <= 0.0 {
+        return 0.0;
+    }
+    (p1 - p0) / var.sqrt()
+}
+
+/// Welch's t statistic of the change in mean from sample `before` to
+/// sample `after` (positive when it rose); 0 when either has fewer than 2
+/// values or both have no variance.
+///
+/// ```
+/// use cgpo::stats::welch_t;
+/// let t = welch_t(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]);
+/// assert!((t - 3.674).abs() < 1e-3, "{t}");
+/// ```
+pub fn welch_t(before: &[f64], after: &[f64]) -> f64 {
+    let moments = |v: &[f64]| {
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        (mean, var / n)
+    };
+    if before.len() < 2 || after.len() < 2 {
+        return 0.0;
+    }
+    let (m0, s0) = moments(before);
+    let (m1, s1) = moments(after);
+    if s0 + s1 <= 0.0 {
+        return 0.0;
+    }
+    (m1 - m0) / (s0 + s1).sqrt()
+}

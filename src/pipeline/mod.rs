@@ -59,6 +59,7 @@ pub fn teacher_forced(prompts: Vec<Vec<u32>>, responses: Vec<Vec<u32>>, pad: u32
         texts: vec![String::new(); n],
         logprobs: vec![Vec::new(); n],
         finished: vec![true; n],
+        entropy: vec![0.0; n],
         responses,
         pad,
     }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::monitor::MonitorConfig;
+
 use crate::error::{check_config, Error, Result};
 use crate::rollout::Decoding;
 
@@ -49,6 +51,11 @@ pub struct TrainConfig {
     /// Stop after this many consecutive steps skipped for a non-finite loss
     /// or gradient.
     pub max_consecutive_skips: u32,
+    /// Log each task's gradient cosine to the merged gradient
+    /// (`grad_cosine`); holds every task's gradient until the merge.
+    pub grad_cosine: bool,
+    /// The reward-hacking monitor ([`super::monitor`]).
+    pub monitor: MonitorConfig,
 }
 
 impl Default for TrainConfig {
@@ -70,6 +77,8 @@ impl Default for TrainConfig {
             checkpoint_every: 0,
             output_dir: PathBuf::from("runs/cgpo"),
             max_consecutive_skips: 5,
+            grad_cosine: true,
+            monitor: MonitorConfig::default(),
         }
     }
 }
@@ -111,6 +120,6 @@ impl TrainConfig {
         if self.steps == 0 {
             return Err(Error::config(key("steps"), "must be >= 1"));
         }
-        Ok(())
+        self.monitor.validate("train.monitor")
     }
 }

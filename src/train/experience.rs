@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use super::metrics::{mean, TaskMetrics, Timing};
+use super::metrics::{mean, JudgeRates, TaskMetrics, Timing};
 use crate::data::{PromptRecord, Sample};
 use crate::error::Result;
 use crate::kl::KlEstimator;
@@ -27,6 +27,7 @@ use crate::rollout::{
     generate, logprobs_from_logits, response_logits, sequence_logprobs, Decoding, Rollouts,
     SamplingConfig,
 };
+use crate::stats::Quantiles;
 use crate::task::TaskSpec;
 
 /// SplitMix64 over several words: independent seeds per step and task.
@@ -302,26 +303,59 @@ fn metrics_of(
     kl_coef: f64,
     timing: Timing,
 ) -> TaskMetrics {
+    let t = Instant::now();
     let n = samples.len();
     let values: Vec<_> = samples.iter().filter_map(|s| s.reward).collect();
-    TaskMetrics {
+    let raw: Vec<f64> = values.iter().map(|v| f64::from(v.raw)).collect();
+    let calibrated: Vec<f64> = values.iter().map(|v| f64::from(v.calibrated)).collect();
+    let tokens: usize = rollouts.responses.iter().map(Vec::len).sum();
+    let mut m = TaskMetrics {
         kind: "train".into(),
         step,
         task: task.name.clone(),
         samples: n,
-        reward_raw: mean(values.iter().map(|v| f64::from(v.raw))),
-        reward_calibrated: mean(values.iter().map(|v| f64::from(v.calibrated))),
+        reward_raw: mean(raw.iter().copied()),
+        reward_calibrated: mean(calibrated.iter().copied()),
+        reward_raw_quantiles: Quantiles::of(&raw),
+        reward_calibrated_quantiles: Quantiles::of(&calibrated),
         pass_rate: report.count(Outcome::Satisfied) as f64 / n.max(1) as f64,
         pass_rate_by_judge: report
             .stats
             .iter()
             .map(|s| (s.name.clone(), s.pass as f64 / n.max(1) as f64))
             .collect(),
+        judges: report
+            .stats
+            .iter()
+            .map(|s| {
+                let rates = JudgeRates {
+                    violation_rate: s.fail as f64 / n.max(1) as f64,
+                    error_rate: s.error as f64 / n.max(1) as f64,
+                };
+                (s.name.clone(), rates)
+            })
+            .collect(),
         judge_errors: report.errored(),
+        kl_estimator: estimator_name(task.kl.estimator).into(),
         kl_coef,
         response_len: mean(rollouts.responses.iter().map(|r| r.len() as f64)),
+        truncated: mean(rollouts.finished.iter().map(|&f| f64::from(u8::from(!f)))),
+        entropy: rollouts.entropy.iter().sum::<f64>() / tokens.max(1) as f64,
         time_s: timing,
         ..TaskMetrics::default()
+    };
+    m.time_s.metrics += t.elapsed().as_secs_f64();
+    m
+}
+
+/// The config name of a KL estimator, as metrics lines write it.
+fn estimator_name(e: KlEstimator) -> &'static str {
+    match e {
+        KlEstimator::K1 => "k1",
+        KlEstimator::K2 => "k2",
+        KlEstimator::K3 => "k3",
+        KlEstimator::Abs => "abs",
+        KlEstimator::Full => "full",
     }
 }
 

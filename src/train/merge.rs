@@ -65,6 +65,17 @@ pub fn global_norm(grads: &[Option<Tensor>]) -> Result<f64> {
     Ok(sum.sqrt())
 }
 
+/// `Σ_i <a_i, b_i>` over vars present in both (f64 accumulation).
+pub fn dot(a: &[Option<Tensor>], b: &[Option<Tensor>]) -> Result<f64> {
+    let mut sum = 0.0f64;
+    for (x, y) in a.iter().zip(b) {
+        if let (Some(x), Some(y)) = (x, y) {
+            sum += f64::from((x * y)?.sum_all()?.to_scalar::<f32>()?);
+        }
+    }
+    Ok(sum)
+}
+
 /// Scales the gradients so that their global norm is at most `max_norm`
 /// (0 = no clipping). Returns the norm before clipping.
 pub fn clip(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64> {

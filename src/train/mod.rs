@@ -1,8 +1,8 @@
 //! Training: the one training loop ([`RunLoop`], for every [`Job`]), the
 //! multi-task CGPO trainer ([`Trainer`]) with its experience collection,
 //! per-task losses and metrics, the evaluator ([`evaluate`]), AdamW and the
-//! learning-rate schedule ([`adamw`]) and the per-task gradient merge
-//! ([`merge`]).
+//! learning-rate schedule ([`adamw`]), the per-task gradient merge
+//! ([`merge`]) and the reward-hacking monitor ([`monitor`]).
 //!
 //! ```no_run
 //! use cgpo::config::{Registries, RunConfig};
@@ -20,6 +20,7 @@ pub mod evaluate;
 mod experience;
 pub mod merge;
 mod metrics;
+pub mod monitor;
 mod run_loop;
 mod task_loss;
 mod trainer;
@@ -28,6 +29,7 @@ pub use adamw::{learning_rate, AdamW};
 pub use config::{Schedule, TrainConfig};
 pub use evaluate::{EvalPoint, EvalSample, Evaluation, Evaluator, TaskSamples};
 pub use experience::seeded_order;
-pub use metrics::{TaskMetrics, Timing};
+pub use metrics::{JudgeRates, TaskMetrics, Timing};
+pub use monitor::{Alarm, AlarmAction, HackingMonitor, MonitorConfig};
 pub use run_loop::{append_lines, Job, LoopSettings, LoopState, LoopSummary, RunLoop, Stepped};
 pub use trainer::{RunSummary, Trainer, TrainerBuilder, TrainerState};

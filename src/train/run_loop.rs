@@ -100,6 +100,12 @@ pub trait Job {
     /// The metrics lines of an evaluation.
     fn eval_lines(&self, eval: &Self::Eval) -> Vec<serde_json::Value>;
 
+    /// Why the run should stop now (checked after every step and
+    /// evaluation; the loop then writes its final checkpoint and returns).
+    fn stop_requested(&self) -> Option<String> {
+        None
+    }
+
     /// The progress bar's message after a step.
     fn headline(&self, _step: &Self::Step) -> String {
         String::new()
@@ -159,6 +165,8 @@ pub struct LoopSummary {
     /// The final checkpoint, if one was written.
     pub checkpoint: Option<PathBuf>,
     pub metrics: PathBuf,
+    /// Why the run stopped before `steps` ([`Job::stop_requested`]).
+    pub stopped: Option<String>,
 }
 
 /// The loop's part of `state.json`; the job's own state is under `job`.
@@ -292,6 +300,7 @@ impl<'a, J: Job> RunLoop<'a, J> {
         if self.settings.eval_at_start && self.job.state().step == 0 {
             self.evaluate()?;
         }
+        let mut stopped = None;
         while self.job.state().step < total {
             let t = Instant::now();
             let stepped = self.job.train_step()?;
@@ -332,6 +341,14 @@ impl<'a, J: Job> RunLoop<'a, J> {
             if (eval_every > 0 && step % eval_every == 0) || last {
                 self.evaluate()?;
             }
+            if let Some(reason) = self.job.stop_requested() {
+                bar.println(format!(
+                    "{}: stopping after step {step}: {reason}",
+                    self.job.name()
+                ));
+                stopped = Some(reason);
+                break;
+            }
         }
         bar.finish_and_clear();
         let step = self.job.state().step;
@@ -344,6 +361,7 @@ impl<'a, J: Job> RunLoop<'a, J> {
             steps: step,
             checkpoint,
             metrics: self.metrics_path(),
+            stopped,
         })
     }
 }

@@ -188,6 +188,7 @@ fn baseline_logps(
             .map(|&p| vec![0.0; baselines[p].as_ref().map_or(0, Vec::len)])
             .collect(),
         finished: vec![true; which.len()],
+        entropy: vec![0.0; which.len()],
         pad: ro.pad,
     };
     let seq = sequence_logprobs(policy, &sub, true)?.sum(D::Minus1)?;

@@ -55,13 +55,15 @@ use super::adamw::{learning_rate, AdamW};
 use super::config::TrainConfig;
 use super::evaluate::{Evaluation, Evaluator};
 use super::experience::{seed_of, seeded_order, Collector, TaskBatch};
-use super::merge::{add_weighted, task_gradient, TaskGradient};
+use super::merge::{add_weighted, dot, global_norm, task_gradient, TaskGradient};
 use super::metrics::{headline, TaskMetrics};
+use super::monitor::{Alarm, AlarmAction, Example, HackingMonitor, StepObservation};
 use super::run_loop::{Job, LoopSettings, LoopState, RunLoop, Stepped};
 use super::task_loss::task_loss;
-use crate::data::PromptRecord;
+use crate::data::{PromptRecord, Sample};
 use crate::error::{Error, Result};
 use crate::kl::KlController;
+use crate::kl::KlEstimator;
 use crate::policy::{Policy, TextTokenizer};
 use crate::reward::CachedBaseline;
 use crate::run_dir::{OPTIMIZER_FILE, POLICY_FILE};
@@ -75,6 +77,10 @@ pub struct RunSummary {
     pub last: Vec<TaskMetrics>,
     pub checkpoint: Option<PathBuf>,
     pub metrics: PathBuf,
+    /// Why the run stopped early (an alarm with `action: stop`).
+    pub stopped: Option<String>,
+    /// Every alarm the hacking monitor raised.
+    pub alarms: Vec<Alarm>,
 }
 
 /// The trainer's part of a checkpoint's state, beside the tensors.
@@ -87,6 +93,9 @@ pub struct TrainerState {
     pub baselines: Vec<Vec<CachedBaseline>>,
     /// The run's configuration as recorded by its caller.
     pub config: serde_json::Value,
+    /// The hacking monitor's history (absent in older checkpoints).
+    #[serde(default)]
+    pub monitor: Option<HackingMonitor>,
 }
 
 /// The CGPO trainer; build one with [`Trainer::builder`] or
@@ -107,6 +116,13 @@ pub struct Trainer {
     optimizer: AdamW,
     kl: Vec<KlController>,
     state: LoopState,
+    monitor: HackingMonitor,
+    /// Every alarm raised in this process, in order.
+    alarms: Vec<Alarm>,
+    /// The alarms of the latest evaluation (for its metrics lines).
+    eval_alarms: Vec<Alarm>,
+    /// Why the run should stop (an alarm with `action: stop`).
+    stop: Option<String>,
     /// Draw a progress bar on stderr.
     pub progress: bool,
 }
@@ -255,6 +271,7 @@ impl TrainerBuilder {
                 "evaluation needs prompts: give tasks evaluation prompts or an evaluator (or leave `eval_every` at 0)",
             ));
         }
+        let monitor = HackingMonitor::new(self.train_config.monitor.clone());
         Ok(Trainer {
             seed: self.seed,
             train_config: self.train_config,
@@ -269,6 +286,10 @@ impl TrainerBuilder {
             optimizer,
             kl,
             state: LoopState::default(),
+            monitor,
+            alarms: Vec::new(),
+            eval_alarms: Vec::new(),
+            stop: None,
             progress: false,
         })
     }
@@ -316,6 +337,70 @@ impl Trainer {
     /// Evaluate with `evaluator` from now on.
     pub fn set_evaluator(&mut self, evaluator: Arc<Evaluator>) {
         self.evaluator = Some(evaluator);
+    }
+
+    /// Every alarm the hacking monitor raised in this process.
+    pub fn alarms(&self) -> &[Alarm] {
+        &self.alarms
+    }
+
+    /// Shows the hacking monitor an evaluation of the current policy
+    /// (the first one it sees is its held-out reference: pass one made
+    /// before training when the loop does not evaluate at the start);
+    /// applies and returns the alarms it raises.
+    pub fn observe_evaluation(&mut self, eval: &Evaluation) -> Vec<Alarm> {
+        let step = self.state.step;
+        let k = self.monitor.config().examples;
+        let mut raised = Vec::new();
+        for (task, point) in &eval.points {
+            let examples: Vec<Example> = eval
+                .samples
+                .get(task)
+                .map(|v| {
+                    v.iter()
+                        .take(k.max(1) * 4)
+                        .map(|s| Example {
+                            step,
+                            prompt: s.id.clone(),
+                            response: s.response.clone(),
+                            passed: s.pass,
+                            reward_raw: f64::from(s.reward),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(mut alarm) = self.monitor.observe_eval(step, task, point, &examples) {
+                alarm.examples_before.truncate(k);
+                alarm.examples_after.truncate(k);
+                raised.push(alarm);
+            }
+        }
+        for alarm in &raised {
+            self.apply(alarm);
+        }
+        raised
+    }
+
+    /// Reports an alarm on stderr and carries out its action.
+    fn apply(&mut self, alarm: &Alarm) {
+        eprintln!("cgpo: ALARM at step {}: {}", alarm.step, alarm.message);
+        match alarm.action {
+            AlarmAction::Log => {}
+            AlarmAction::Stop => {
+                self.stop.get_or_insert_with(|| alarm.message.clone());
+            }
+            AlarmAction::RaiseKl => {
+                if let Some(l) = self.tasks.iter().position(|t| t.name == alarm.task) {
+                    let factor = self.monitor.config().kl_factor;
+                    self.kl[l].coef *= factor;
+                    eprintln!(
+                        "cgpo: task `{}`: KL coefficient raised to {}",
+                        alarm.task, self.kl[l].coef
+                    );
+                }
+            }
+        }
+        self.alarms.push(alarm.clone());
     }
 
     pub fn metrics_path(&self) -> PathBuf {
@@ -366,6 +451,8 @@ impl Trainer {
             last,
             checkpoint: summary.checkpoint,
             metrics: summary.metrics,
+            stopped: summary.stopped,
+            alarms: self.alarms.clone(),
         })
     }
 
@@ -444,6 +531,8 @@ impl Job for Trainer {
         let mut skipped = false;
         for epoch in 0..epochs {
             let mut merged: Vec<Option<Tensor>> = vec![None; self.vars.len()];
+            // Epoch 0's task gradients, kept for their cosine to the merge.
+            let mut kept: Vec<(usize, TaskGradient)> = Vec::new();
             let mut finite = true;
             for (l, batch) in batches.iter_mut().enumerate() {
                 let task = &self.tasks[l];
@@ -465,26 +554,65 @@ impl Job for Trainer {
                 if epoch == 0 {
                     m.loss = value;
                     m.grad_norm = grad.norm;
+                    if task.kl.estimator == KlEstimator::Full {
+                        // At epoch 0 the policy is the behaviour policy.
+                        m.kl_exact = stats.get("kl_penalty").copied();
+                    }
                     m.loss_stats = stats;
                 }
                 finite &= value.is_finite() && grad.norm.is_finite();
                 add_weighted(&mut merged, &grad.grads, task.weight)?;
+                if epoch == 0 && self.train_config.grad_cosine {
+                    kept.push((l, grad));
+                }
             }
             if !finite {
                 skipped = true;
                 break;
             }
+            if !kept.is_empty() {
+                let t = Instant::now();
+                let norm = global_norm(&merged)?;
+                let share = t.elapsed().as_secs_f64() / kept.len() as f64;
+                for (l, grad) in kept.drain(..) {
+                    let t = Instant::now();
+                    let d = dot(&grad.grads, &merged)?;
+                    let m = &mut batches[l].metrics;
+                    m.grad_cosine = (grad.norm > 0.0 && norm > 0.0).then(|| d / (grad.norm * norm));
+                    m.time_s.metrics += share + t.elapsed().as_secs_f64();
+                }
+            }
             self.optimizer
                 .update(&mut merged, self.train_config.max_grad_norm, lr)?;
         }
         let mut out = Vec::with_capacity(batches.len());
+        let k = self.monitor.config().examples;
         for (l, b) in batches.into_iter().enumerate() {
             let mut m = b.metrics;
             m.learning_rate = lr;
             m.skipped = skipped;
+            let kl = self.tasks[l].kl.estimator.tracked(m.kl_k1, m.kl_k3);
             if !skipped {
-                let kl = self.tasks[l].kl.estimator.tracked(m.kl_k1, m.kl_k3);
                 self.kl[l].update(kl, m.used);
+            }
+            let t = Instant::now();
+            m.examples = examples_of(&b.samples, m.step, k);
+            let alarms = self.monitor.observe_step(StepObservation {
+                step: m.step,
+                task: m.task.clone(),
+                samples: m.samples,
+                pass_rate: m.pass_rate,
+                reward_raw: m.reward_raw,
+                response_len: m.response_len,
+                kl,
+                examples: examples_of(&b.samples, m.step, 4 * k.max(1)),
+            });
+            m.time_s.metrics += t.elapsed().as_secs_f64();
+            for mut alarm in alarms {
+                alarm.examples_before.truncate(k);
+                alarm.examples_after.truncate(k);
+                self.apply(&alarm);
+                m.alarms.push(alarm);
             }
             out.push(m);
         }
@@ -494,23 +622,66 @@ impl Job for Trainer {
         })
     }
 
-    /// The evaluator's report on the current policy; `None` without one.
+    /// The evaluator's report on the current policy, shown to the hacking
+    /// monitor; `None` without an evaluator.
     fn evaluate(&mut self) -> Result<Option<Evaluation>> {
-        match &self.evaluator {
-            Some(e) => Ok(Some(e.evaluate_with_samples(self.policy.as_ref())?)),
-            None => Ok(None),
-        }
+        let eval = match &self.evaluator {
+            Some(e) => e.evaluate_with_samples(self.policy.as_ref())?,
+            None => return Ok(None),
+        };
+        self.eval_alarms = self.observe_evaluation(&eval);
+        Ok(Some(eval))
     }
 
+    fn stop_requested(&self) -> Option<String> {
+        self.stop.clone()
+    }
+
+    /// A `train` line per task, then its `alarm` lines and its `samples`
+    /// line.
     fn step_lines(&self, metrics: &Vec<TaskMetrics>) -> Vec<serde_json::Value> {
-        metrics
-            .iter()
-            .filter_map(|m| serde_json::to_value(m).ok())
-            .collect()
+        let mut lines = Vec::new();
+        for m in metrics {
+            lines.extend(serde_json::to_value(m).ok());
+            lines.extend(m.alarms.iter().filter_map(alarm_line));
+            if !m.examples.is_empty() {
+                lines.push(serde_json::json!({
+                    "kind": "samples", "split": "train", "step": m.step, "task": m.task,
+                    "samples": m.examples,
+                }));
+            }
+        }
+        lines
     }
 
+    /// The evaluation's lines, its alarms, and a `samples` line per task
+    /// (the first `monitor.examples` responses).
     fn eval_lines(&self, eval: &Evaluation) -> Vec<serde_json::Value> {
-        eval.lines(self.state.step)
+        let step = self.state.step;
+        let mut lines = eval.lines(step);
+        lines.extend(self.eval_alarms.iter().filter_map(alarm_line));
+        let k = self.monitor.config().examples;
+        for (task, samples) in &eval.samples {
+            if k == 0 || samples.is_empty() {
+                continue;
+            }
+            let examples: Vec<Example> = samples
+                .iter()
+                .take(k)
+                .map(|s| Example {
+                    step,
+                    prompt: s.id.clone(),
+                    response: s.response.clone(),
+                    passed: s.pass,
+                    reward_raw: f64::from(s.reward),
+                })
+                .collect();
+            lines.push(serde_json::json!({
+                "kind": "samples", "split": eval.split, "step": step, "task": task,
+                "samples": examples,
+            }));
+        }
+        lines
     }
 
     fn headline(&self, metrics: &Vec<TaskMetrics>) -> String {
@@ -525,6 +696,7 @@ impl Job for Trainer {
             kl: self.kl.clone(),
             baselines: self.tasks.iter().map(|t| t.reward.cached()).collect(),
             config: self.recorded.clone(),
+            monitor: Some(self.monitor.clone()),
         };
         serde_json::to_value(state).map_err(|e| Error::Train(e.to_string()))
     }
@@ -542,9 +714,38 @@ impl Job for Trainer {
         self.optimizer
             .load(&dir.join(OPTIMIZER_FILE), state.optimizer_steps)?;
         self.kl = state.kl;
+        if let Some(m) = state.monitor {
+            self.monitor = m.with_config(self.train_config.monitor.clone());
+        }
         for (task, cached) in self.tasks.iter().zip(state.baselines) {
             task.reward.restore(cached);
         }
         Ok(())
     }
+}
+
+/// An alarm as a metrics line: `{"kind": "alarm", ...}`.
+fn alarm_line(alarm: &Alarm) -> Option<serde_json::Value> {
+    let mut v = serde_json::to_value(alarm).ok()?;
+    v.as_object_mut()?
+        .insert("kind".into(), serde_json::Value::from("alarm"));
+    Some(v)
+}
+
+/// Up to `k` of a step's responses, spread over its samples (and so over
+/// its prompts), with their verdict and raw reward.
+fn examples_of(samples: &[Sample], step: u64, k: usize) -> Vec<Example> {
+    crate::train::evaluate::spread(samples.len(), k)
+        .into_iter()
+        .map(|i| {
+            let s = &samples[i];
+            Example {
+                step,
+                prompt: s.record.prompt.last_user_text().unwrap_or("").to_string(),
+                response: s.response.clone(),
+                passed: s.judgement.as_ref().is_some_and(|j| j.is_positive()),
+                reward_raw: s.reward.map_or(0.0, |r| f64::from(r.raw)),
+            }
+        })
+        .collect()
 }

@@ -4,9 +4,11 @@
 //! - `cgpo train`: the multi-task CGPO training loop (see `train.rs`).
 //! - `cgpo sft`, `cgpo reward train`, `cgpo dpo`: the stages before CGPO
 //!   (`sft.rs`, `reward.rs`, `dpo.rs`, sharing `stage.rs`).
+//! - `cgpo report`: an HTML report of runs' metrics (see `report.rs`).
 
 mod dpo;
 mod judge;
+mod report;
 mod reward;
 mod sft;
 mod stage;
@@ -40,6 +42,8 @@ enum Command {
     Reward(reward::RewardCommand),
     /// Offline DPO on preference pairs (the warm-up before CGPO).
     Dpo(stage::StageArgs),
+    /// Write an HTML report (curves, alarms, samples) of run directories.
+    Report(report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         Command::Sft(args) => sft::run(args),
         Command::Reward(command) => reward::run(command),
         Command::Dpo(args) => dpo::run(args),
+        Command::Report(args) => report::run(args),
     };
     match result {
         Ok(code) => code,

@@ -4,7 +4,8 @@
 //! TinyLm (cached by seed under `<out>/warmup/`), then every run from that
 //! start; a table per task (test split, with n and 95% intervals),
 //! `<out>/summary.json`, each run's `<out>/runs/<run>-seed<s>/metrics.jsonl`
-//! and SVG plots of the dev curves in `<out>/plots/`. `--check` verifies
+//! SVG plots of the dev curves in `<out>/plots/` and the HTML report of
+//! every run (`cgpo report`) in `<out>/report.html`. `--check` verifies
 //! the documented claims (`cgpo_suites::ablation::claims`) and fails when one
 //! does not hold.
 //!
@@ -143,6 +144,7 @@ fn report(summary: &Summary, opts: &AblationOptions, seconds: f64) {
         }
     }
     print!("{}", summary.table());
+    print!("{}", summary.monitor_table());
     for r in &summary.runs {
         println!("{} seed {}: {:.0} s", r.name, r.seed, r.seconds);
     }
@@ -181,6 +183,29 @@ fn main() -> ExitCode {
         }
     }
     report(&summary, &opts, t0.elapsed().as_secs_f64());
+    // The HTML report of every run with metrics, next to summary.json.
+    let dirs: Vec<PathBuf> = summary
+        .runs
+        .iter()
+        .filter_map(|r| {
+            let run = RunName::parse(&r.name).ok()?;
+            let dir = cgpo_suites::ablation::run_dir(&opts.out, run, r.seed);
+            dir.join("metrics.jsonl").exists().then_some(dir)
+        })
+        .collect();
+    if !dirs.is_empty() {
+        let options = cgpo::report::ReportOptions {
+            title: "cgpo ablation".into(),
+            ..Default::default()
+        };
+        match cgpo::report::write_report(&dirs, &opts.out.join("report.html"), &options) {
+            Ok(path) => println!("report: {}", path.display()),
+            Err(e) => {
+                eprintln!("error: report: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if args.check {
         let checks = cgpo_suites::ablation::claims::check(&summary);
         println!("\nclaims ({} split):", summary.split);

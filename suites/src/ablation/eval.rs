@@ -83,6 +83,9 @@ pub struct Curve {
     pub eval_seconds: f64,
     /// The judged samples of the last evaluation.
     pub last_samples: TaskSamples,
+    /// Seconds the trainer spent on metrics beyond training
+    /// (`time_s.metrics` summed over steps and tasks).
+    pub metrics_seconds: f64,
 }
 
 /// Trains `trainer` to `run.steps` steps on the library's loop, evaluating
@@ -95,6 +98,8 @@ pub fn train_evaluated(
     run: &TrainLoop,
 ) -> Result<Curve> {
     trainer.set_evaluator(evaluator);
+    // The start is the hacking monitor's held-out reference.
+    trainer.observe_evaluation(start);
     let mut settings = trainer.loop_settings();
     settings.steps = run.steps;
     settings.eval_every = run.eval_every.max(1);
@@ -111,7 +116,10 @@ pub fn train_evaluated(
         ..Curve::default()
     };
     RunLoop::new(trainer, settings)
-        .on_step(|_, _, seconds| curve.step_seconds.push(seconds))
+        .on_step(|_, metrics: &Vec<cgpo::train::TaskMetrics>, seconds| {
+            curve.step_seconds.push(seconds);
+            curve.metrics_seconds += metrics.iter().map(|m| m.time_s.metrics).sum::<f64>();
+        })
         .on_eval(|step, eval: &Evaluation, seconds| {
             curve.eval_seconds += seconds;
             curve.points.push((step, eval.points.clone()));

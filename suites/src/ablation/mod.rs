@@ -125,7 +125,7 @@ impl StartEnd {
 }
 
 /// One run of one seed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
     pub name: String,
     pub seed: u64,
@@ -140,6 +140,32 @@ pub struct RunResult {
     pub curve: Vec<(u64, BTreeMap<String, EvalPoint>)>,
     #[serde(skip)]
     pub seconds: f64,
+    /// The steps the run trained.
+    #[serde(default)]
+    pub steps: u64,
+    /// Every alarm of the hacking monitor (training pass rate and dev
+    /// evaluations), in order.
+    #[serde(default)]
+    pub alarms: Vec<AlarmBrief>,
+    /// Per task, the first dev evaluation whose pass rate's 95% interval
+    /// lies below the start's (when the fall became measurable).
+    #[serde(default)]
+    pub measurable_drop: BTreeMap<String, u64>,
+    /// Seconds of training steps, and of the metrics computed beyond what
+    /// training needs (`time_s.metrics`), summed over steps and tasks.
+    #[serde(default)]
+    pub step_seconds: f64,
+    #[serde(default)]
+    pub metrics_seconds: f64,
+}
+
+/// An alarm of the hacking monitor, as the summary keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlarmBrief {
+    pub step: u64,
+    pub task: String,
+    pub rule: String,
+    pub message: String,
 }
 
 /// `summary.json`: `{"runs": [{"name", "seed", "tasks": {TASK: {"start",
@@ -256,6 +282,52 @@ impl Summary {
         out
     }
 
+    /// The hacking monitor per run and seed: its alarms (task, step,
+    /// rule), the step at which each task's dev pass rate fell measurably
+    /// (its 95% interval below the start's), and what the metrics cost.
+    pub fn monitor_table(&self) -> String {
+        let mut out = String::from(
+            "\nhacking monitor (alarms: task@step rule; dev fall measurable: task@step)\n",
+        );
+        let (mut metrics, mut steps) = (0.0, 0.0);
+        for r in &self.runs {
+            let alarms: Vec<String> = r
+                .alarms
+                .iter()
+                .map(|a| format!("{}@{} {}", a.task, a.step, a.rule))
+                .collect();
+            let drops: Vec<String> = r
+                .measurable_drop
+                .iter()
+                .map(|(t, s)| format!("{t}@{s}"))
+                .collect();
+            out.push_str(&format!(
+                "{:<18} {:>4}  alarms: {:<40}  dev fall measurable: {}\n",
+                r.name,
+                r.seed,
+                if alarms.is_empty() {
+                    "none".to_string()
+                } else {
+                    alarms.join(", ")
+                },
+                if drops.is_empty() {
+                    "none".to_string()
+                } else {
+                    drops.join(", ")
+                }
+            ));
+            metrics += r.metrics_seconds;
+            steps += r.step_seconds;
+        }
+        if steps > 0.0 {
+            out.push_str(&format!(
+                "metrics beyond training: {metrics:.2} s of {steps:.1} s of training steps ({:.2}%)\n",
+                100.0 * metrics / steps
+            ));
+        }
+        out
+    }
+
     /// Writes `summary.json` into `dir`.
     pub fn write(&self, dir: &Path) -> Result<PathBuf> {
         let path = dir.join("summary.json");
@@ -360,7 +432,7 @@ fn train_run(
     let config = run_config(run, warmup, &opts.settings, seed, &dir)?;
     let steps = config.train.steps;
     let mut trainer = config.trainer(&Registries::default())?;
-    let curve = train_evaluated(
+    let trained = train_evaluated(
         &mut trainer,
         dev.clone(),
         &start.dev,
@@ -372,8 +444,8 @@ fn train_run(
             label: format!("{} seed {seed}", run.as_str()),
             progress: opts.progress,
         },
-    )?
-    .points;
+    )?;
+    let curve = trained.points;
     let dev_end = StartEnd::per_task(
         &start.dev.points,
         &curve.last().expect("start is in the curve").1,
@@ -390,9 +462,41 @@ fn train_run(
         seed,
         tasks,
         dev: dev_end,
+        measurable_drop: measurable_drops(&curve),
         curve,
         seconds: t0.elapsed().as_secs_f64(),
+        steps,
+        alarms: trainer
+            .alarms()
+            .iter()
+            .map(|a| AlarmBrief {
+                step: a.step,
+                task: a.task.clone(),
+                rule: a.rule.as_str().into(),
+                message: a.message.clone(),
+            })
+            .collect(),
+        step_seconds: trained.step_seconds.iter().sum(),
+        metrics_seconds: trained.metrics_seconds,
     })
+}
+
+/// Per task, the first evaluation of `curve` (after its first point, the
+/// start) whose 95% interval lies entirely below the start's.
+pub fn measurable_drops(curve: &[(u64, BTreeMap<String, EvalPoint>)]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Some((_, start)) = curve.first() else {
+        return out;
+    };
+    for (step, points) in &curve[1..] {
+        for (task, p) in points {
+            let Some(s) = start.get(task) else { continue };
+            if p.pass_ci95[1] < s.pass_ci95[0] {
+                out.entry(task.clone()).or_insert(*step);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -428,6 +532,7 @@ mod tests {
             dev: BTreeMap::new(),
             curve: vec![(0, BTreeMap::new())],
             seconds: 3.0,
+            ..RunResult::default()
         };
         let mut summary = Summary {
             split: "test".into(),
