@@ -28,9 +28,11 @@ fn trains_checkpoints_and_resumes() {
     assert!(first.contains("2 steps"), "{first}");
     let lines = |n: usize| {
         let text = std::fs::read_to_string(out.path().join("metrics.jsonl")).unwrap();
+        // The train lines (a samples line follows each).
         let v: Vec<serde_json::Value> = text
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["kind"] == "train")
             .collect();
         assert_eq!(v.len(), n, "{text}");
         v

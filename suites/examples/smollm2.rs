@@ -121,6 +121,22 @@ fn main() -> ExitCode {
         Ok(summary) => {
             print!("{}", summary.table());
             println!("summary: {}", opts.out.join("summary.json").display());
+            // The HTML report (curves, alarms, samples) next to summary.json.
+            let report = cgpo::report::ReportOptions {
+                title: "cgpo on SmolLM2-135M-Instruct".into(),
+                ..Default::default()
+            };
+            match cgpo::report::write_report(
+                std::slice::from_ref(&opts.out),
+                &opts.out.join("report.html"),
+                &report,
+            ) {
+                Ok(path) => println!("report: {}", path.display()),
+                Err(e) => {
+                    eprintln!("error: report: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
