@@ -3,17 +3,13 @@
 
 use std::path::Path;
 
+mod common;
+
 use cgpo::config::{Registries, RunConfig};
 use cgpo::train::Trainer;
 use serde_json::Value;
 
-const PROMPTS: &str = r#"{"id": "a1", "prompt": "Say hi.", "task": "short"}
-{"id": "a2", "prompt": "Greet me.", "task": "short"}
-{"id": "a3", "prompt": "One word please.", "task": "short"}
-{"id": "b1", "prompt": "Tell me about cats.", "task": "lower"}
-{"id": "b2", "prompt": "Describe the sea.", "task": "lower"}
-{"id": "b3", "prompt": "Write about rain.", "task": "lower"}
-"#;
+use common::TWO_TASK_PROMPTS as PROMPTS;
 
 /// Two tasks (weights 1 and 0.5) with the given `train.monitor` settings.
 fn config(dir: &Path, steps: u64, monitor: &str) -> cgpo::Result<RunConfig> {

@@ -43,7 +43,11 @@ fn browse(page: &Path, args: &[&str]) -> (String, Vec<String>) {
         .arg(format!("file://{}", page.display()))
         .output()
         .expect("chromium runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let console = String::from_utf8_lossy(&out.stderr)
         .lines()
         .filter(|l| l.contains(":CONSOLE"))
@@ -55,7 +59,9 @@ fn browse(page: &Path, args: &[&str]) -> (String, Vec<String>) {
 /// Share of pixels of the RGB(A) screenshot that are not near-white, and
 /// of those that are saturated (chart lines, not text or grid).
 fn ink(png_path: &Path) -> (u32, u32, f64, f64) {
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(png_path).unwrap()));
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(png_path).unwrap(),
+    ));
     let mut reader = decoder.read_info().unwrap();
     let mut buf = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut buf).unwrap();
@@ -84,16 +90,27 @@ fn ink(png_path: &Path) -> (u32, u32, f64, f64) {
 #[test]
 fn the_report_of_a_short_run_renders_every_tasks_charts_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/configs/tiny_demo.json");
+    let config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/configs/tiny_demo.json"
+    );
     let run = cgpo()
         .args(["train", "--config", config, "--steps", "4", "--output-dir"])
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let page = dir.path().join("report.html");
     let report = cgpo().arg("report").arg(dir.path()).output().unwrap();
-    assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
     assert!(page.is_file());
 
     let (dom, console) = browse(&page, &["--dump-dom"]);
@@ -102,25 +119,39 @@ fn the_report_of_a_short_run_renders_every_tasks_charts_in_chromium() {
     assert!(
         dom.contains(&format!("data-tasks-rendered=\"{n}/{n}\"", n = tasks.len())),
         "not every task's charts rendered: {}",
-        dom.lines().find(|l| l.contains("<body")).unwrap_or("no body")
+        dom.lines()
+            .find(|l| l.contains("<body"))
+            .unwrap_or("no body")
     );
     for task in tasks {
-        let at = dom.find(&format!("id=\"task-{task}\"")).unwrap_or_else(|| panic!("no section for {task}"));
+        let at = dom
+            .find(&format!("id=\"task-{task}\""))
+            .unwrap_or_else(|| panic!("no section for {task}"));
         let tag_end = at + dom[at..].find('>').unwrap();
-        assert!(dom[at..tag_end].contains("data-rendered=\"yes\""), "{task}: {}", &dom[at..tag_end]);
+        assert!(
+            dom[at..tag_end].contains("data-rendered=\"yes\""),
+            "{task}: {}",
+            &dom[at..tag_end]
+        );
     }
 
     let shot = dir.path().join("report.png");
     let (_, console) = browse(
         &page,
-        &["--window-size=1400,1600", &format!("--screenshot={}", shot.display())],
+        &[
+            "--window-size=1400,1600",
+            &format!("--screenshot={}", shot.display()),
+        ],
     );
     assert!(console.is_empty(), "console messages: {console:#?}");
     let (w, h, inked, colored) = ink(&shot);
     assert_eq!((w, h), (1400, 1600));
     // Text, axes and grid lines, and coloured curves: not a blank page.
     assert!(inked > 0.02, "only {inked:.4} of the pixels are drawn");
-    assert!(colored > 0.001, "only {colored:.5} of the pixels are coloured");
+    assert!(
+        colored > 0.001,
+        "only {colored:.5} of the pixels are coloured"
+    );
 }
 
 #[test]
@@ -135,5 +166,8 @@ fn the_console_check_catches_errors() {
     .unwrap();
     let (_, console) = browse(&page, &["--dump-dom"]);
     assert!(console.iter().any(|l| l.contains("boom")), "{console:?}");
-    assert!(console.iter().any(|l| l.contains("missingFunction")), "{console:?}");
+    assert!(
+        console.iter().any(|l| l.contains("missingFunction")),
+        "{console:?}"
+    );
 }

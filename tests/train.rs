@@ -13,13 +13,7 @@ use cgpo::policy::{KvCache, Policy, TinyLm, TinyLmConfig, TokenBatch};
 use cgpo::train::Trainer;
 use common::max_abs_diff;
 
-const PROMPTS: &str = r#"{"id": "a1", "prompt": "Say hi.", "task": "short"}
-{"id": "a2", "prompt": "Greet me.", "task": "short"}
-{"id": "a3", "prompt": "One word please.", "task": "short"}
-{"id": "b1", "prompt": "Tell me about cats.", "task": "lower"}
-{"id": "b2", "prompt": "Describe the sea.", "task": "lower"}
-{"id": "b3", "prompt": "Write about rain.", "task": "lower"}
-"#;
+use common::TWO_TASK_PROMPTS as PROMPTS;
 
 fn config(dir: &Path, steps: u64, kl_a: f64) -> RunConfig {
     let json = format!(

@@ -87,6 +87,7 @@ fn draw(chart: &Chart, out: &mut String) -> Result<(), Box<dyn std::error::Error
         .x_desc("step")
         .y_desc(chart.y_label)
         .label_style(("sans-serif", 11))
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
     for &a in &chart.alarms {

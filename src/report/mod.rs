@@ -275,9 +275,9 @@ pub fn render(runs: &[RunData], opts: &ReportOptions) -> Result<String> {
                 y_range: range,
             })
             .map_err(Error::Train)?;
-            let _ = write!(
+            let _ = writeln!(
                 html,
-                "<figure class=\"chart\" data-metric=\"{}\">{svg}</figure>\n",
+                "<figure class=\"chart\" data-metric=\"{}\">{svg}</figure>",
                 escape(&title)
             );
         }
@@ -353,30 +353,39 @@ fn judge_chart(
     (title, "violation rate", Some((0.0, 1.0)), series)
 }
 
+/// One row per run and task with alarms: how many, the first step and
+/// rule, every step; each alarm's evidence is in its task's section.
 fn alarm_table(html: &mut String, runs: &[RunData]) {
     let total: usize = runs.iter().map(|r| r.alarms.len()).sum();
-    let _ = write!(
-        html,
-        "<section class=\"alarms\"><h2>Alarms ({total})</h2>\n"
-    );
+    let _ = writeln!(html, "<section class=\"alarms\"><h2>Alarms ({total})</h2>");
     if total == 0 {
         html.push_str("<p>The hacking monitor raised no alarm.</p></section>\n");
         return;
     }
     html.push_str(
-        "<table><tr><th>run</th><th>task</th><th>step</th><th>rule</th><th>what</th></tr>\n",
+        "<table><tr><th>run</th><th>task</th><th>alarms</th><th>first</th><th>steps</th></tr>\n",
     );
     for r in runs {
+        let mut per_task: Vec<(&str, Vec<&crate::train::monitor::Alarm>)> = Vec::new();
         for a in &r.alarms {
+            match per_task.iter_mut().find(|(t, _)| *t == a.task) {
+                Some((_, v)) => v.push(a),
+                None => per_task.push((&a.task, vec![a])),
+            }
+        }
+        for (task, alarms) in per_task {
+            let first = alarms[0];
             let _ = writeln!(
                 html,
-                "<tr><td>{}</td><td><a href=\"#task-{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td><a href=\"#task-{}\">{}</a></td><td>{}</td><td title=\"{}\">step {}: {}</td><td>{}</td></tr>",
                 escape(&r.name),
-                escape(&a.task),
-                escape(&a.task),
-                a.step,
-                a.rule.as_str(),
-                escape(&a.message)
+                escape(task),
+                escape(task),
+                alarms.len(),
+                escape(&first.message),
+                first.step,
+                first.rule.as_str(),
+                alarms.iter().map(|a| a.step.to_string()).collect::<Vec<_>>().join(", ")
             );
         }
     }
@@ -442,7 +451,7 @@ fn task_alarms(html: &mut String, runs: &[RunData], task: &str) {
 
 /// The logged training samples of `task` nearest each chosen step.
 fn task_samples(html: &mut String, runs: &[RunData], task: &str, chosen: &[u64]) {
-    let _ = write!(html, "<h3>Sample responses</h3>\n");
+    html.push_str("<h3>Sample responses</h3>\n");
     for r in runs {
         let lines: Vec<&SamplesLine> = r
             .samples
@@ -471,9 +480,9 @@ fn task_samples(html: &mut String, runs: &[RunData], task: &str, chosen: &[u64])
                 examples.extend(line.samples.iter().cloned());
             }
         }
-        let _ = write!(
+        let _ = writeln!(
             html,
-            "<details><summary>{} (steps {})</summary>\n",
+            "<details><summary>{} (steps {})</summary>",
             escape(&r.name),
             shown
                 .iter()

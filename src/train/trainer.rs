@@ -53,7 +53,7 @@ use serde::{Deserialize, Serialize};
 
 use super::adamw::{learning_rate, AdamW};
 use super::config::TrainConfig;
-use super::evaluate::{Evaluation, Evaluator};
+use super::evaluate::{EvalSample, Evaluation, Evaluator};
 use super::experience::{seed_of, seeded_order, Collector, TaskBatch};
 use super::merge::{add_weighted, dot, global_norm, task_gradient, TaskGradient};
 use super::metrics::{headline, TaskMetrics};
@@ -359,13 +359,7 @@ impl Trainer {
                 .map(|v| {
                     v.iter()
                         .take(k.max(1) * 4)
-                        .map(|s| Example {
-                            step,
-                            prompt: s.id.clone(),
-                            response: s.response.clone(),
-                            passed: s.pass,
-                            reward_raw: f64::from(s.reward),
-                        })
+                        .map(|s| eval_example(step, s))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -668,13 +662,7 @@ impl Job for Trainer {
             let examples: Vec<Example> = samples
                 .iter()
                 .take(k)
-                .map(|s| Example {
-                    step,
-                    prompt: s.id.clone(),
-                    response: s.response.clone(),
-                    passed: s.pass,
-                    reward_raw: f64::from(s.reward),
-                })
+                .map(|s| eval_example(step, s))
                 .collect();
             lines.push(serde_json::json!({
                 "kind": "samples", "split": eval.split, "step": step, "task": task,
@@ -730,6 +718,17 @@ fn alarm_line(alarm: &Alarm) -> Option<serde_json::Value> {
     v.as_object_mut()?
         .insert("kind".into(), serde_json::Value::from("alarm"));
     Some(v)
+}
+
+/// An evaluation's response as evidence (its prompt by id).
+fn eval_example(step: u64, s: &EvalSample) -> Example {
+    Example {
+        step,
+        prompt: s.id.clone(),
+        response: s.response.clone(),
+        passed: s.pass,
+        reward_raw: f64::from(s.reward),
+    }
 }
 
 /// Up to `k` of a step's responses, spread over its samples (and so over

@@ -5,6 +5,16 @@ use std::process::Command;
 
 use candle_core::Tensor;
 
+/// Six prompts of two tasks, `short` (a1-a3) and `lower` (b1-b3).
+#[allow(dead_code)] // not every test binary trains
+pub const TWO_TASK_PROMPTS: &str = r#"{"id": "a1", "prompt": "Say hi.", "task": "short"}
+{"id": "a2", "prompt": "Greet me.", "task": "short"}
+{"id": "a3", "prompt": "One word please.", "task": "short"}
+{"id": "b1", "prompt": "Tell me about cats.", "task": "lower"}
+{"id": "b2", "prompt": "Describe the sea.", "task": "lower"}
+{"id": "b3", "prompt": "Write about rain.", "task": "lower"}
+"#;
+
 /// max |a - b| over all elements of two f32 tensors of one shape.
 #[allow(dead_code)] // not every test binary compares tensors
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {

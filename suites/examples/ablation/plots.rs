@@ -7,17 +7,8 @@ use std::path::Path;
 use cgpo_suites::ablation::Summary;
 use plotters::prelude::*;
 
-const COLORS: [RGBColor; 9] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-    RGBColor(188, 189, 34),
-];
+/// The report's palette, so a run has the same colour in both.
+const COLORS: [RGBColor; 10] = cgpo::report::chart::PALETTE;
 
 /// A plotted point: step, value, and the value's 95% interval.
 type Point = (f64, f64, f64, f64);
