@@ -572,7 +572,9 @@ impl Job for Trainer {
                     let t = Instant::now();
                     let d = dot(&grad.grads, &merged)?;
                     let m = &mut batches[l].metrics;
-                    m.grad_cosine = (grad.norm > 0.0 && norm > 0.0).then(|| d / (grad.norm * norm));
+                    // Clamped: f32 sums can put a parallel pair a hair above 1.
+                    m.grad_cosine = (grad.norm > 0.0 && norm > 0.0)
+                        .then(|| (d / (grad.norm * norm)).clamp(-1.0, 1.0));
                     m.time_s.metrics += share + t.elapsed().as_secs_f64();
                 }
             }
